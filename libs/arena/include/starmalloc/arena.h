@@ -1,0 +1,116 @@
+/* starmalloc/arena.h: the small-object heap. Threads -> arenas, per-(arena, class) state
+ * and locks, the slab region's layout, and the fork handlers.
+ *
+ * Layout: one reservation holds SM_ARENAS x SM_NB_CLASSES class regions of equal
+ * power-of-two size; class region i (= arena * SM_NB_CLASSES + class) is carved into
+ * slabs of its class, committed on first use. A pointer maps to (arena, class, slab, slot)
+ * by arithmetic alone. Slab metadata and the per-(arena, class) headers live in a second,
+ * separate reservation. */
+#ifndef STARMALLOC_ARENA_H
+#define STARMALLOC_ARENA_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "starmalloc/config.h"
+#include "starmalloc/slab.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A small lock: compare-and-swap when free, brief spinning, then futex sleep.
+ * Needs no initialisation beyond zero and no allocation. */
+struct sm_lock {
+    atomic_int state; /* 0 free, 1 held, 2 held with possible sleepers */
+};
+void sm_lock_acquire(struct sm_lock *lock);
+void sm_lock_release(struct sm_lock *lock);
+
+/* Everything about one (arena, class) pair; guarded by its lock. */
+struct sm_class_state {
+    struct sm_lock lock;
+    uint32_t class_index;
+    uint32_t fresh_next;           /* slabs [fresh_next, max_slabs) were never used */
+    uint32_t max_slabs;            /* slabs that fit in the class region */
+    uint32_t slabs_committed;      /* slabs [0, slabs_committed) are committed */
+    uint32_t meta_committed;       /* metadata entries [0, meta_committed) are committed */
+    struct sm_slab_lists lists;
+    char *slab_memory;             /* the class region */
+    struct sm_slab *slabs;         /* metadata, max_slabs entries */
+    uint64_t slots_in_use;         /* statistics */
+    uint64_t commit_failures;
+} __attribute__((aligned(128)));
+
+/* The facts a pointer into the slab region resolves to. */
+struct sm_slot_ref {
+    struct sm_class_state *owner;
+    uint32_t slab;
+    uint32_t slot;
+    uint32_t slot_size;
+};
+
+enum sm_locate_result {
+    SM_LOCATE_OK = 0,
+    SM_LOCATE_NOT_SLOT_START, /* inside the region but not the first byte of a slot */
+};
+
+/* Reserves the slab and metadata regions (shrinking them when the kernel or RLIMIT_AS
+ * refuses the full size). Returns false, with nothing reserved, when even the smallest
+ * layout cannot be reserved. Not thread-safe: call once, before any other function. */
+bool sm_arena_init(void);
+
+/* The calling thread's arena, assigned round-robin at the thread's first call. */
+unsigned sm_arena_of_thread(void);
+
+/* Claims a slot of class `cls` in `arena` and returns it, or NULL when the class region is
+ * exhausted or the kernel refuses to commit memory. *zeroed is set to 1 when the slot's
+ * bytes are known to be zero. */
+void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed);
+
+/* Whether p lies in the slab region (only then may the functions below be called). */
+bool sm_arena_contains(const void *p);
+
+/* Resolves p (in the slab region) by arithmetic alone; does not lock or read metadata. */
+enum sm_locate_result sm_arena_locate(const void *p, struct sm_slot_ref *ref);
+
+/* Frees the slot at p (in the slab region). Aborts with "starmalloc: fatal: ..." when p is
+ * not the start of a slot in use: "invalid free" or "double free". */
+void sm_arena_free(void *p);
+
+enum sm_slot_status {
+    SM_SLOT_IN_USE = 0,
+    SM_SLOT_FREE,    /* a slot that is not allocated now (e.g. already freed) */
+    SM_SLOT_INVALID, /* not the start of a slot of a slab that holds slots */
+};
+
+/* Classifies p (in the slab region); for a slot in use stores its usable size in *usable.
+ * Never aborts: callers report with the message that fits their operation. */
+enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable);
+
+/* Fork handlers: take every (arena, class) lock in index order before fork; release them
+ * in the parent; in the child reset them, so a fork child of a threaded parent allocates. */
+void sm_arena_fork_prepare(void);
+void sm_arena_fork_parent(void);
+void sm_arena_fork_child(void);
+
+/* Statistics of one (arena, class) pair, read under its lock. */
+struct sm_class_stats {
+    uint64_t slots_in_use;
+    uint32_t slabs_partial, slabs_full, slabs_empty, slabs_quarantined;
+    uint32_t slabs_used; /* slabs ever handed out */
+    uint64_t commit_failures;
+};
+void sm_arena_class_stats(unsigned arena, unsigned cls, struct sm_class_stats *out);
+
+/* Size of the reserved slab region and of each class region, in bytes (0 before init). */
+size_t sm_arena_slab_region_bytes(void);
+size_t sm_arena_class_region_bytes(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

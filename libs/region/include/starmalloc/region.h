@@ -1,0 +1,56 @@
+/* starmalloc/region.h: virtual memory. The only code in StarMalloc that calls mmap,
+ * mprotect, madvise and munmap.
+ *
+ * A reservation is address space only: PROT_NONE and MAP_NORESERVE, so neither strict
+ * overcommit accounting nor RSS is charged until a range is committed. Every function
+ * takes page-aligned addresses and sizes (SM_PAGE_SIZE) and reports failure by its
+ * return value, leaving errno as the kernel set it; none of them allocates. */
+#ifndef STARMALLOC_REGION_H
+#define STARMALLOC_REGION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Reserves bytes of address space aligned to `align` (a power of two, at least a page).
+ * Returns the base, or NULL when the kernel refuses. */
+void *sm_region_reserve(size_t bytes, size_t align);
+
+/* Reserves as much as it can of `*bytes`, halving down to `min_bytes` on each refusal;
+ * the size obtained is stored in *bytes. Alignment as for sm_region_reserve.
+ * Returns NULL (with *bytes unchanged) when even min_bytes cannot be reserved. */
+void *sm_region_reserve_shrinking(size_t *bytes, size_t min_bytes, size_t align);
+
+/* Makes [addr, addr + bytes) of a reservation readable and writable.
+ * Returns false (nothing changed) when the kernel refuses, e.g. for commit charge. */
+bool sm_region_commit(void *addr, size_t bytes);
+
+/* Returns the pages' memory to the kernel and makes them PROT_NONE again; their content
+ * is lost and they no longer count as committed. Returns false when the kernel refuses. */
+bool sm_region_decommit(void *addr, size_t bytes);
+
+/* Makes [addr, addr + bytes) inaccessible, keeping the pages' content (guards, quarantine).
+ * Returns false when the kernel refuses (e.g. vm.max_map_count reached). */
+bool sm_region_protect_none(void *addr, size_t bytes);
+
+/* Hands a reservation or mapping back to the kernel. Returns false when munmap fails. */
+bool sm_region_release(void *addr, size_t bytes);
+
+/* Maps bytes of fresh zeroed read-write memory aligned to `align` (a power of two, at
+ * least a page). Returns NULL when the kernel refuses. */
+void *sm_region_map(size_t bytes, size_t align);
+
+/* The kernel's page size (read once; the caller checks it against SM_PAGE_SIZE). */
+size_t sm_region_kernel_page_size(void);
+
+/* The address-space limit (RLIMIT_AS) in bytes, or SIZE_MAX when unlimited. */
+size_t sm_region_address_space_limit(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

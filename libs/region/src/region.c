@@ -1,0 +1,91 @@
+/* Virtual memory: the single place that talks to the kernel about mappings. */
+#include "starmalloc/region.h"
+
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "starmalloc/config.h"
+
+static void *map_aligned(size_t bytes, size_t align, int prot, int extra_flags)
+{
+    if (align < SM_PAGE_SIZE)
+        align = SM_PAGE_SIZE;
+    size_t slack = align - SM_PAGE_SIZE;
+    if (bytes == 0 || bytes > SIZE_MAX - slack)
+        return NULL;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | extra_flags;
+    char *raw = mmap(NULL, bytes + slack, prot, flags, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    /* Over-map by align - page, then cut the misaligned head and the unused tail. */
+    uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = start - (uintptr_t)raw;
+    size_t tail = slack - head;
+    if (head)
+        munmap(raw, head);
+    if (tail)
+        munmap((char *)start + bytes, tail);
+    return (void *)start;
+}
+
+void *sm_region_reserve(size_t bytes, size_t align)
+{
+    return map_aligned(bytes, align, PROT_NONE, MAP_NORESERVE);
+}
+
+void *sm_region_reserve_shrinking(size_t *bytes, size_t min_bytes, size_t align)
+{
+    for (size_t want = *bytes; want >= min_bytes && want > 0; want /= 2) {
+        void *base = sm_region_reserve(want, align);
+        if (base) {
+            *bytes = want;
+            return base;
+        }
+    }
+    return NULL;
+}
+
+bool sm_region_commit(void *addr, size_t bytes)
+{
+    return mprotect(addr, bytes, PROT_READ | PROT_WRITE) == 0;
+}
+
+bool sm_region_decommit(void *addr, size_t bytes)
+{
+    /* A fixed PROT_NONE, MAP_NORESERVE mapping over the range drops the pages and their
+     * commit charge in one call, which MADV_DONTNEED alone would not do. */
+    void *p = mmap(addr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                   -1, 0);
+    return p != MAP_FAILED;
+}
+
+bool sm_region_protect_none(void *addr, size_t bytes)
+{
+    return mprotect(addr, bytes, PROT_NONE) == 0;
+}
+
+bool sm_region_release(void *addr, size_t bytes)
+{
+    return munmap(addr, bytes) == 0;
+}
+
+void *sm_region_map(size_t bytes, size_t align)
+{
+    return map_aligned(bytes, align, PROT_READ | PROT_WRITE, 0);
+}
+
+size_t sm_region_kernel_page_size(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 ? (size_t)page : SM_PAGE_SIZE;
+}
+
+size_t sm_region_address_space_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+        return SIZE_MAX;
+    return (size_t)limit.rlim_cur;
+}

@@ -1,0 +1,105 @@
+/* starmalloc/slab.h: the slab bitmap engine.
+ *
+ * A slab's metadata (struct sm_slab, 64 bytes, kept out of band) records which of its up to
+ * 256 slots are in use and links the slab into one of its class's state lists by index.
+ * The engine works only on memory it is handed: it never maps, locks or reports; callers
+ * hold the lock of the (arena, class) that owns the slabs. */
+#ifndef STARMALLOC_SLAB_H
+#define STARMALLOC_SLAB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { SM_SLAB_NIL = UINT32_MAX }; /* "no slab" in list links */
+
+enum sm_slab_state {
+    SM_SLAB_UNUSED = 0,  /* never handed out, or reset; on no list */
+    SM_SLAB_PARTIAL,     /* some slots free, some in use */
+    SM_SLAB_FULL,        /* every slot in use */
+    SM_SLAB_EMPTY,       /* committed, every slot free */
+    SM_SLAB_QUARANTINED, /* emptied and decommitted, waiting before reuse */
+    SM_SLAB_GUARD,       /* a PROT_NONE guard slab; on no list, never holds slots */
+    SM_SLAB_NB_STATES
+};
+
+struct sm_slab {
+    uint64_t used[4];  /* bit i set = slot i in use; bits >= slots stay set */
+    uint32_t prev;     /* neighbours in the state list, by slab index */
+    uint32_t next;
+    uint16_t in_use;   /* slots in use */
+    uint16_t slots;    /* slots in this slab */
+    uint8_t state;     /* enum sm_slab_state */
+    uint8_t reserved[3];
+    uint64_t secret;   /* per-slab random value for the hardening policies */
+    uint64_t spare;
+};
+_Static_assert(sizeof(struct sm_slab) == 64, "slab metadata is one cache line");
+
+/* One list per state, doubly linked through sm_slab.prev/next. */
+struct sm_slab_list {
+    uint32_t head;
+    uint32_t count;
+};
+struct sm_slab_lists {
+    struct sm_slab_list by_state[SM_SLAB_NB_STATES];
+};
+
+enum sm_slab_release_result {
+    SM_SLAB_RELEASED = 0,
+    SM_SLAB_DOUBLE_FREE, /* the slot was already free: nothing changed */
+};
+
+/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked. */
+void sm_slab_init(struct sm_slab *slab, unsigned slots);
+
+/* Claims the lowest free slot and returns its index, or -1 when the slab is full. */
+int sm_slab_claim_slot(struct sm_slab *slab);
+
+/* Claims the first free slot at or after `start` (wrapping around; start < 256) and returns
+ * its index, or -1 when the slab is full. Used to hand out slots in random order. */
+int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start);
+
+/* Marks slot (< slab->slots) free. Releasing a slot that is not in use changes nothing and
+ * returns SM_SLAB_DOUBLE_FREE. */
+enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned slot);
+
+/* Whether slot is in use. */
+bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot);
+
+static inline bool sm_slab_is_full(const struct sm_slab *slab)
+{
+    return slab->in_use == slab->slots;
+}
+
+static inline bool sm_slab_is_empty(const struct sm_slab *slab)
+{
+    return slab->in_use == 0;
+}
+
+/* Makes every state list empty. */
+void sm_slab_lists_init(struct sm_slab_lists *lists);
+
+/* Moves slab `index` of the array `slabs` from its current state's list to the head of the
+ * list of `state` (UNUSED and GUARD have no list: the slab is only unlinked). */
+void sm_slab_set_state(struct sm_slab_lists *lists, struct sm_slab *slabs, uint32_t index,
+                       enum sm_slab_state state);
+
+/* The first slab of `state`'s list, or SM_SLAB_NIL. */
+static inline uint32_t sm_slab_list_first(const struct sm_slab_lists *lists, enum sm_slab_state state)
+{
+    return lists->by_state[state].head;
+}
+
+/* The last slab of `state`'s list (the one there longest), or SM_SLAB_NIL. O(length). */
+uint32_t sm_slab_list_last(const struct sm_slab_lists *lists, const struct sm_slab *slabs,
+                           enum sm_slab_state state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,131 @@
+/* The slab bitmap engine: slot claims and releases, and the per-class state lists. */
+#include "starmalloc/slab.h"
+
+#include <string.h>
+
+static bool state_has_list(enum sm_slab_state state)
+{
+    return state != SM_SLAB_UNUSED && state != SM_SLAB_GUARD;
+}
+
+void sm_slab_init(struct sm_slab *slab, unsigned slots)
+{
+    memset(slab, 0, sizeof(*slab));
+    /* Slots past the end are permanently "in use" so a claim can never return them. */
+    for (unsigned w = 0; w < 4; w++) {
+        unsigned first = w * 64;
+        if (slots <= first)
+            slab->used[w] = UINT64_MAX;
+        else if (slots < first + 64)
+            slab->used[w] = UINT64_MAX << (slots - first);
+    }
+    slab->slots = (uint16_t)slots;
+    slab->prev = SM_SLAB_NIL;
+    slab->next = SM_SLAB_NIL;
+    slab->state = SM_SLAB_UNUSED;
+}
+
+static int claim_bit(struct sm_slab *slab, unsigned word, uint64_t free_bits)
+{
+    unsigned bit = (unsigned)__builtin_ctzll(free_bits);
+    slab->used[word] |= UINT64_C(1) << bit;
+    slab->in_use++;
+    return (int)(word * 64 + bit);
+}
+
+int sm_slab_claim_slot(struct sm_slab *slab)
+{
+    for (unsigned w = 0; w < 4; w++) {
+        uint64_t free_bits = ~slab->used[w];
+        if (free_bits)
+            return claim_bit(slab, w, free_bits);
+    }
+    return -1;
+}
+
+int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start)
+{
+    unsigned w = (start / 64) & 3;
+    /* First the start word from `start` upwards, then the other words, then its low part. */
+    uint64_t free_bits = ~slab->used[w] & (UINT64_MAX << (start % 64));
+    if (free_bits)
+        return claim_bit(slab, w, free_bits);
+    for (unsigned i = 1; i <= 4; i++) {
+        unsigned word = (w + i) & 3;
+        free_bits = ~slab->used[word];
+        if (free_bits)
+            return claim_bit(slab, word, free_bits);
+    }
+    return -1;
+}
+
+enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned slot)
+{
+    uint64_t mask = UINT64_C(1) << (slot % 64);
+    uint64_t *word = &slab->used[slot / 64];
+    if (!(*word & mask))
+        return SM_SLAB_DOUBLE_FREE;
+    *word &= ~mask;
+    slab->in_use--;
+    return SM_SLAB_RELEASED;
+}
+
+bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot)
+{
+    return (slab->used[slot / 64] >> (slot % 64)) & 1;
+}
+
+void sm_slab_lists_init(struct sm_slab_lists *lists)
+{
+    for (unsigned s = 0; s < SM_SLAB_NB_STATES; s++) {
+        lists->by_state[s].head = SM_SLAB_NIL;
+        lists->by_state[s].count = 0;
+    }
+}
+
+static void list_unlink(struct sm_slab_list *list, struct sm_slab *slabs, uint32_t index)
+{
+    struct sm_slab *slab = &slabs[index];
+    if (slab->prev != SM_SLAB_NIL)
+        slabs[slab->prev].next = slab->next;
+    else
+        list->head = slab->next;
+    if (slab->next != SM_SLAB_NIL)
+        slabs[slab->next].prev = slab->prev;
+    slab->prev = SM_SLAB_NIL;
+    slab->next = SM_SLAB_NIL;
+    list->count--;
+}
+
+static void list_push(struct sm_slab_list *list, struct sm_slab *slabs, uint32_t index)
+{
+    struct sm_slab *slab = &slabs[index];
+    slab->prev = SM_SLAB_NIL;
+    slab->next = list->head;
+    if (list->head != SM_SLAB_NIL)
+        slabs[list->head].prev = index;
+    list->head = index;
+    list->count++;
+}
+
+void sm_slab_set_state(struct sm_slab_lists *lists, struct sm_slab *slabs, uint32_t index,
+                       enum sm_slab_state state)
+{
+    enum sm_slab_state old = (enum sm_slab_state)slabs[index].state;
+    if (state_has_list(old))
+        list_unlink(&lists->by_state[old], slabs, index);
+    slabs[index].state = (uint8_t)state;
+    if (state_has_list(state))
+        list_push(&lists->by_state[state], slabs, index);
+}
+
+uint32_t sm_slab_list_last(const struct sm_slab_lists *lists, const struct sm_slab *slabs,
+                           enum sm_slab_state state)
+{
+    uint32_t index = lists->by_state[state].head;
+    if (index == SM_SLAB_NIL)
+        return SM_SLAB_NIL;
+    while (slabs[index].next != SM_SLAB_NIL)
+        index = slabs[index].next;
+    return index;
+}

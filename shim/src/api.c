@@ -1,0 +1,153 @@
+/* The prefixed C allocation API: C17/C23, POSIX and glibc semantics over the heap. */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "heap.h"
+#include "starmalloc.h"
+#include "starmalloc/config.h"
+#include "starmalloc/hardening.h"
+
+static bool is_power_of_two(size_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+static void *alloc_or_enomem(size_t size, size_t align, bool zero)
+{
+    int zeroed = 0;
+    void *p = sm_heap_alloc(size, align, &zeroed);
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (zero && !zeroed)
+        memset(p, 0, size);
+    return p;
+}
+
+void *starmalloc_malloc(size_t size)
+{
+    return alloc_or_enomem(size, SM_MIN_ALIGN, false);
+}
+
+void starmalloc_free(void *p)
+{
+    if (p)
+        sm_heap_free(p);
+}
+
+void *starmalloc_calloc(size_t count, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return alloc_or_enomem(total, SM_MIN_ALIGN, true);
+}
+
+void *starmalloc_realloc(void *p, size_t size)
+{
+    if (!p)
+        return starmalloc_malloc(size);
+    if (size == 0) {
+        sm_heap_free(p);
+        return NULL;
+    }
+    size_t old_size = sm_heap_usable_size(p, "realloc");
+    if (size > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (sm_heap_resize_in_place(p, size))
+        return p;
+    void *q = starmalloc_malloc(size);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old_size < size ? old_size : size);
+    sm_heap_free(p);
+    return q;
+}
+
+void *starmalloc_reallocarray(void *p, size_t count, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return starmalloc_realloc(p, total);
+}
+
+void *starmalloc_aligned_alloc(size_t align, size_t size)
+{
+    if (!is_power_of_two(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_or_enomem(size, align, false);
+}
+
+int starmalloc_posix_memalign(void **out, size_t align, size_t size)
+{
+    if (!is_power_of_two(align) || align % sizeof(void *) != 0)
+        return EINVAL;
+    int saved = errno;
+    void *p = alloc_or_enomem(size, align, false);
+    errno = saved;
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+void *starmalloc_memalign(size_t align, size_t size)
+{
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_t pow2 = SM_MIN_ALIGN;
+    while (pow2 < align)
+        pow2 <<= 1;
+    return alloc_or_enomem(size, pow2, false);
+}
+
+void *starmalloc_valloc(size_t size)
+{
+    return alloc_or_enomem(size, SM_PAGE_SIZE, false);
+}
+
+void *starmalloc_pvalloc(size_t size)
+{
+    if (size > SIZE_MAX - SM_PAGE_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t rounded = (size + SM_PAGE_SIZE - 1) & ~(size_t)(SM_PAGE_SIZE - 1);
+    return alloc_or_enomem(rounded ? rounded : SM_PAGE_SIZE, SM_PAGE_SIZE, false);
+}
+
+size_t starmalloc_malloc_usable_size(void *p)
+{
+    return p ? sm_heap_usable_size(p, "malloc_usable_size") : 0;
+}
+
+void starmalloc_free_sized(void *p, size_t size)
+{
+    if (!p)
+        return;
+    if (size > sm_heap_usable_size(p, "free_sized"))
+        sm_fatal("free_sized with a size larger than the block", p);
+    sm_heap_free(p);
+}
+
+void starmalloc_free_aligned_sized(void *p, size_t align, size_t size)
+{
+    if (!p)
+        return;
+    if (!is_power_of_two(align) || ((uintptr_t)p & (align - 1)) != 0)
+        sm_fatal("free_aligned_sized with an alignment the block does not have", p);
+    starmalloc_free_sized(p, size);
+}

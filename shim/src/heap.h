@@ -1,0 +1,37 @@
+/* Private to the shim: the composition of the small path (arenas) and the large path. */
+#ifndef STARMALLOC_SHIM_HEAP_H
+#define STARMALLOC_SHIM_HEAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Reserves everything the allocator needs at the first call; false when that is impossible
+ * (every allocation then fails with ENOMEM; the next call tries again). */
+bool sm_heap_ready(void);
+
+/* size bytes aligned to align (a power of two); *zeroed = 1 when the bytes are known zero.
+ * NULL on exhaustion (errno is not set here). */
+void *sm_heap_alloc(size_t size, size_t align, int *zeroed);
+
+/* Frees p (not NULL); aborts with "invalid free" or "double free" on a bad pointer. */
+void sm_heap_free(void *p);
+
+/* Usable bytes at p, aborting with "invalid <operation>" or "<operation> of a freed pointer"
+ * when p is not a live allocation. */
+size_t sm_heap_usable_size(void *p, const char *operation);
+
+/* Tries to resize p to size bytes without moving it; true on success. */
+bool sm_heap_resize_in_place(void *p, size_t size);
+
+/* Large path (above SM_MAX_SMALL_SIZE or over-aligned): one mapping per object. */
+bool sm_large_init(void);
+void *sm_large_alloc(size_t size, size_t align);
+void sm_large_free(void *p);
+/* 0 when p is not a live large object; *freed tells whether p was freed recently. */
+size_t sm_large_usable_size(void *p, bool *freed);
+bool sm_large_resize_in_place(void *p, size_t size);
+void sm_large_fork_prepare(void);
+void sm_large_fork_parent(void);
+void sm_large_fork_child(void);
+
+#endif

@@ -24,11 +24,6 @@ unsigned sm_arena_of_thread(void)
     return a;
 }
 
-static size_t slab_bytes_of(const struct sm_sizeclass_info *info)
-{
-    return (size_t)info->slab_pages * SM_PAGE_SIZE;
-}
-
 static bool commit_metadata(struct sm_class_state *s, uint32_t index)
 {
     const uint32_t per_chunk = META_COMMIT_BYTES / sizeof(struct sm_slab);
@@ -47,10 +42,9 @@ static bool commit_metadata(struct sm_class_state *s, uint32_t index)
     return index < s->meta_committed;
 }
 
-static bool commit_slabs(struct sm_class_state *s, uint32_t index,
-                         const struct sm_sizeclass_info *info)
+static bool commit_slabs(struct sm_class_state *s, uint32_t index)
 {
-    size_t slab_bytes = slab_bytes_of(info);
+    size_t slab_bytes = s->slab_bytes;
     uint32_t batch = (uint32_t)(SLAB_COMMIT_BYTES / slab_bytes);
     if (batch == 0)
         batch = 1;
@@ -68,26 +62,44 @@ static bool commit_slabs(struct sm_class_state *s, uint32_t index,
     return true;
 }
 
-static uint32_t take_fresh_slab(struct sm_class_state *s, const struct sm_sizeclass_info *info)
+static uint32_t take_fresh_slab(struct sm_class_state *s)
 {
     uint32_t index = s->fresh_next;
     if (index >= s->max_slabs)
         return SM_SLAB_NIL;
     if (index >= s->meta_committed && !commit_metadata(s, index))
         return SM_SLAB_NIL;
-    if (index >= s->slabs_committed && !commit_slabs(s, index, info))
+    if (index >= s->slabs_committed && !commit_slabs(s, index))
         return SM_SLAB_NIL;
     s->fresh_next = index + 1;
-    sm_slab_init(&s->slabs[index], info->slots);
+    sm_slab_init(&s->slabs[index], s->info.slots);
     return index;
 }
 
-/* A slab with a free slot when the partial list is empty: a retained empty slab first. */
-static uint32_t refill_partial(struct sm_class_state *s, const struct sm_sizeclass_info *info)
+/* A decommitted slab made usable again, or SM_SLAB_NIL. */
+static uint32_t take_decommitted_slab(struct sm_class_state *s)
+{
+    uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_DECOMMITTED);
+    if (index == SM_SLAB_NIL)
+        return SM_SLAB_NIL;
+    if (!sm_region_commit(s->slab_memory + (size_t)index * s->slab_bytes, s->slab_bytes)) {
+        s->commit_failures++;
+        return SM_SLAB_NIL;
+    }
+    sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_UNUSED);
+    sm_slab_init(&s->slabs[index], s->info.slots);
+    return index;
+}
+
+/* A slab with a free slot when the partial list is empty: a retained empty slab first, then
+ * one given back to the kernel earlier, then a fresh one. */
+static uint32_t refill_partial(struct sm_class_state *s)
 {
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY);
     if (index == SM_SLAB_NIL)
-        index = take_fresh_slab(s, info);
+        index = take_decommitted_slab(s);
+    if (index == SM_SLAB_NIL)
+        index = take_fresh_slab(s);
     if (index != SM_SLAB_NIL)
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_PARTIAL);
     return index;
@@ -96,11 +108,10 @@ static uint32_t refill_partial(struct sm_class_state *s, const struct sm_sizecla
 void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
 {
     struct sm_class_state *s = &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
-    const struct sm_sizeclass_info *info = sm_sizeclass_info(cls);
     sm_lock_acquire(&s->lock);
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
     if (__builtin_expect(index == SM_SLAB_NIL, 0)) {
-        index = refill_partial(s, info);
+        index = refill_partial(s);
         if (index == SM_SLAB_NIL) {
             sm_lock_release(&s->lock);
             return NULL;
@@ -112,24 +123,23 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_FULL);
     s->slots_in_use++;
     sm_lock_release(&s->lock);
-    char *p = s->slab_memory + (size_t)index * slab_bytes_of(info) +
-              (size_t)slot * info->slot_size;
-    *zeroed = sm_harden_on_alloc(p, info->slot_size);
+    char *p = s->slab_memory + (size_t)index * s->slab_bytes + (size_t)slot * s->info.slot_size;
+    *zeroed = sm_harden_on_alloc(p, s->info.slot_size);
     return p;
 }
 
 enum sm_locate_result sm_arena_locate(const void *p, struct sm_slot_ref *ref)
 {
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
-    size_t region = offset >> sm_layout.region_shift;
-    const struct sm_sizeclass_info *info = sm_sizeclass_info((unsigned)(region % SM_NB_CLASSES));
+    struct sm_class_state *owner = &sm_layout.states[offset >> sm_layout.region_shift];
+    const struct sm_sizeclass_info *info = &owner->info;
     size_t in_region = offset & (sm_layout.region_bytes - 1);
     uint32_t slab = sm_sizeclass_slab_index(info, (uint32_t)(in_region / SM_PAGE_SIZE));
-    uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * slab_bytes_of(info));
+    uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * owner->slab_bytes);
     uint32_t slot = sm_sizeclass_slot_index(info, in_slab);
     if (slot >= info->slots || slot * info->slot_size != in_slab)
         return SM_LOCATE_NOT_SLOT_START;
-    ref->owner = &sm_layout.states[region];
+    ref->owner = owner;
     ref->slab = slab;
     ref->slot = slot;
     ref->slot_size = info->slot_size;
@@ -173,7 +183,9 @@ void sm_arena_free(void *p)
     sm_harden_on_free(p, ref.slot_size);
     sm_slab_release_slot(slab, ref.slot);
     s->slots_in_use--;
-    if (sm_slab_is_empty(slab))
+    /* The partial list's head stays put even when empty, so that an alloc/free loop does
+     * not move it between lists every time; other empty slabs go to the empty list. */
+    if (sm_slab_is_empty(slab) && sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL) != ref.slab)
         sm_slab_set_state(&s->lists, s->slabs, ref.slab, SM_SLAB_EMPTY);
     else if (slab->state == SM_SLAB_FULL)
         sm_slab_set_state(&s->lists, s->slabs, ref.slab, SM_SLAB_PARTIAL);
@@ -215,6 +227,33 @@ void sm_arena_fork_child(void)
         atomic_store_explicit(&sm_layout.states[i].lock.state, 0, memory_order_relaxed);
 }
 
+static size_t trim_class(struct sm_class_state *s)
+{
+    size_t bytes = 0;
+    sm_lock_acquire(&s->lock);
+    uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
+    if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index]))
+        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
+    while ((index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY)) != SM_SLAB_NIL) {
+        if (!sm_region_decommit(s->slab_memory + (size_t)index * s->slab_bytes, s->slab_bytes))
+            break;
+        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_DECOMMITTED);
+        bytes += s->slab_bytes;
+    }
+    sm_lock_release(&s->lock);
+    return bytes;
+}
+
+size_t sm_arena_trim(void)
+{
+    size_t bytes = 0;
+    if (!sm_layout.states)
+        return 0;
+    for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++)
+        bytes += trim_class(&sm_layout.states[i]);
+    return bytes;
+}
+
 void sm_arena_class_stats(unsigned arena, unsigned cls, struct sm_class_stats *out)
 {
     struct sm_class_state *s = &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
@@ -224,6 +263,7 @@ void sm_arena_class_stats(unsigned arena, unsigned cls, struct sm_class_stats *o
     out->slabs_full = s->lists.by_state[SM_SLAB_FULL].count;
     out->slabs_empty = s->lists.by_state[SM_SLAB_EMPTY].count;
     out->slabs_quarantined = s->lists.by_state[SM_SLAB_QUARANTINED].count;
+    out->slabs_decommitted = s->lists.by_state[SM_SLAB_DECOMMITTED].count;
     out->slabs_used = s->fresh_next;
     out->commit_failures = s->commit_failures;
     sm_lock_release(&s->lock);

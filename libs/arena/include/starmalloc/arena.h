@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "starmalloc/config.h"
+#include "starmalloc/sizeclass.h"
 #include "starmalloc/slab.h"
 
 #ifdef __cplusplus
@@ -33,6 +34,8 @@ void sm_lock_release(struct sm_lock *lock);
 struct sm_class_state {
     struct sm_lock lock;
     uint32_t class_index;
+    struct sm_sizeclass_info info; /* a copy of the class geometry, next to the lock */
+    size_t slab_bytes;
     uint32_t fresh_next;           /* slabs [fresh_next, max_slabs) were never used */
     uint32_t max_slabs;            /* slabs that fit in the class region */
     uint32_t slabs_committed;      /* slabs [0, slabs_committed) are committed */
@@ -96,10 +99,14 @@ void sm_arena_fork_prepare(void);
 void sm_arena_fork_parent(void);
 void sm_arena_fork_child(void);
 
+/* Returns the memory of every empty slab to the kernel (the slabs stay reusable) and
+ * returns the number of bytes decommitted. Takes each (arena, class) lock in turn. */
+size_t sm_arena_trim(void);
+
 /* Statistics of one (arena, class) pair, read under its lock. */
 struct sm_class_stats {
     uint64_t slots_in_use;
-    uint32_t slabs_partial, slabs_full, slabs_empty, slabs_quarantined;
+    uint32_t slabs_partial, slabs_full, slabs_empty, slabs_quarantined, slabs_decommitted;
     uint32_t slabs_used; /* slabs ever handed out */
     uint64_t commit_failures;
 };

@@ -23,6 +23,7 @@ enum sm_slab_state {
     SM_SLAB_EMPTY,       /* committed, every slot free */
     SM_SLAB_QUARANTINED, /* emptied and decommitted, waiting before reuse */
     SM_SLAB_GUARD,       /* a PROT_NONE guard slab; on no list, never holds slots */
+    SM_SLAB_DECOMMITTED, /* emptied and returned to the kernel; reusable after a commit */
     SM_SLAB_NB_STATES
 };
 

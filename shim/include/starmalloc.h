@@ -11,6 +11,15 @@
 
 #include <stddef.h>
 
+/* The version of this header; starmalloc_version() gives the library's. Kept equal to the
+ * project's VERSION by the build (configuring fails when they differ). */
+#define STARMALLOC_VERSION_MAJOR 0
+#define STARMALLOC_VERSION_MINOR 1
+#define STARMALLOC_VERSION_PATCH 0
+/* major * 10000 + minor * 100 + patch, e.g. 100 for 0.1.0. */
+#define STARMALLOC_VERSION                                                                         \
+    (STARMALLOC_VERSION_MAJOR * 10000 + STARMALLOC_VERSION_MINOR * 100 + STARMALLOC_VERSION_PATCH)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -50,6 +59,48 @@ STARMALLOC_API size_t starmalloc_malloc_usable_size(void *p);
 STARMALLOC_API void starmalloc_free_sized(void *p, size_t size);
 /* C23: frees p from aligned_alloc(align, size); aborts when align or size do not fit p. */
 STARMALLOC_API void starmalloc_free_aligned_sized(void *p, size_t align, size_t size);
+
+/* --- Version and build --------------------------------------------------------------- */
+
+/* The library's STARMALLOC_VERSION (compare with the header's to detect a mismatch). */
+STARMALLOC_API int starmalloc_version(void);
+
+/* How the library was built, as a static string, e.g.
+ * "StarMalloc 0.1.0 hardening=default arenas=4 size-classes=starmalloc". */
+STARMALLOC_API const char *starmalloc_build_info(void);
+
+/* --- Statistics ------------------------------------------------------------------------
+ * Gathered on demand from the allocator's own counters, without allocating. Each part is
+ * read under its own lock, so while other threads allocate the parts are each exact but not
+ * one instant's snapshot. Setting STARMALLOC_STATS=1 in the environment prints the table of
+ * starmalloc_stats_print() to stderr when the process exits. */
+
+struct starmalloc_stats {
+    size_t small_slots_in_use;    /* small blocks allocated (or held in slot quarantine) */
+    size_t small_bytes_in_use;    /* their size-class bytes */
+    size_t small_slabs;           /* slabs holding memory: partial, full or empty */
+    size_t small_committed_bytes; /* committed memory that is not a large object: slabs,
+                                     slabs committed ahead of use, out-of-band metadata */
+    size_t large_objects;         /* live large objects (each its own mapping) */
+    size_t large_bytes;           /* their usable bytes (whole pages, all committed) */
+    size_t committed_bytes;       /* all memory StarMalloc has made readable and writable */
+    size_t peak_committed_bytes;  /* the most committed_bytes has been */
+    size_t guard_failures;        /* guard pages or protections the kernel refused */
+};
+
+/* Fills *out with the current statistics (zeros before the first allocation). */
+STARMALLOC_API void starmalloc_stats_get(struct starmalloc_stats *out);
+
+/* Writes the statistics as a readable table to file descriptor fd (2 for stderr) with
+ * write(2): per size class in use its slabs, slots in use, bytes and quarantined slabs;
+ * large objects; guard failures; committed and peak committed memory. Never allocates;
+ * write errors are ignored. */
+STARMALLOC_API void starmalloc_stats_print(int fd);
+
+/* Returns the memory of every empty slab to the kernel (the address space stays reserved
+ * and reusable). Returns 1 when memory was released, else 0 (glibc malloc_trim). pad is
+ * accepted for compatibility and ignored: StarMalloc keeps no heap top to pad. */
+STARMALLOC_API int starmalloc_trim(size_t pad);
 
 #ifdef __cplusplus
 }

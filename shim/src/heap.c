@@ -61,10 +61,12 @@ void *sm_heap_alloc(size_t size, size_t align, int *zeroed)
 {
     if (!sm_heap_ready())
         return NULL;
-    if (align <= SM_MIN_ALIGN && size <= SM_MAX_SMALL_SIZE)
-        return sm_arena_alloc(sm_arena_of_thread(), sm_sizeclass_of(size), zeroed);
-    if (align <= SM_PAGE_SIZE && size <= SM_MAX_SMALL_SIZE) {
-        unsigned cls = sm_sizeclass_of_aligned(size, align);
+    /* A slot holds the user's bytes and then its canary. */
+    if (align <= SM_MIN_ALIGN && size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES)
+        return sm_arena_alloc(sm_arena_of_thread(), sm_sizeclass_of(size + SM_CANARY_BYTES),
+                              zeroed);
+    if (align <= SM_PAGE_SIZE && size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES) {
+        unsigned cls = sm_sizeclass_of_aligned(size + SM_CANARY_BYTES, align);
         if (cls < SM_NB_CLASSES)
             return sm_arena_alloc(sm_arena_of_thread(), cls, zeroed);
     }
@@ -94,6 +96,8 @@ size_t sm_heap_usable_size(void *p, const char *operation)
         enum sm_slot_status status = sm_arena_slot_status(p, &usable);
         if (status == SM_SLOT_IN_USE)
             return usable;
+        if (status == SM_SLOT_CANARY_CORRUPTED)
+            sm_fatal("canary corrupted", p);
         freed = status == SM_SLOT_FREE;
     } else if (atomic_load_explicit(&init_state, memory_order_acquire) == INIT_READY) {
         usable = sm_large_usable_size(p, &freed);
@@ -102,8 +106,8 @@ size_t sm_heap_usable_size(void *p, const char *operation)
     }
     /* "<operation> of a freed pointer" or "invalid <operation>", built without stdio. */
     size_t len = 0;
-    const char *parts[3] = {freed ? operation : "invalid ", freed ? " of a freed pointer" : operation,
-                            ""};
+    const char *parts[3] = {freed ? operation : "invalid ",
+                            freed ? " of a freed pointer" : operation, ""};
     for (int i = 0; i < 2; i++)
         for (const char *c = parts[i]; *c && len < sizeof(what) - 1; c++)
             what[len++] = *c;
@@ -115,10 +119,11 @@ bool sm_heap_resize_in_place(void *p, size_t size)
 {
     if (sm_arena_contains(p)) {
         struct sm_slot_ref ref;
-        if (size > SM_MAX_SMALL_SIZE || sm_arena_locate(p, &ref) != SM_LOCATE_OK)
+        if (size > SM_MAX_SMALL_SIZE - SM_CANARY_BYTES || sm_arena_locate(p, &ref) != SM_LOCATE_OK)
             return false;
-        /* Only within the same class: moving to a smaller class gives memory back. */
-        return sm_sizeclass_of(size) == ref.owner->class_index;
+        /* Only within the same class: moving to a smaller class gives memory back. (The
+         * canary sits at the end of the slot, so it stays valid.) */
+        return sm_sizeclass_of(size + SM_CANARY_BYTES) == ref.owner->class_index;
     }
     return sm_large_resize_in_place(p, size);
 }

@@ -6,12 +6,25 @@
 #include "starmalloc/avl.h"
 #include "starmalloc/hardening.h"
 #include "starmalloc/region.h"
+#include "stats.h"
 
 enum {
     NODE_POOL_BYTES_MAX = 64 << 20, /* address space for map nodes: ~1M live large objects */
     NODE_POOL_BYTES_MIN = 256 << 10,
     NODE_POOL_CHUNK = 64 << 10, /* committed at a time */
     FREED_RING = 64,            /* recently freed addresses, to name double frees */
+    QUARANTINE_ENTRIES = SM_LARGE_QUARANTINE ? SM_LARGE_QUARANTINE : 1,
+    RANDOM_GUARD_PAGES_MAX = 16, /* SM_LARGE_GUARDS == 2: 1..16 pages on each side */
+};
+/* Address space that quarantined large objects may hold (they hold no memory): at most
+ * this, and at most an eighth of an RLIMIT_AS limit. */
+static const size_t QUARANTINE_BYTES_MAX = (size_t)256 << 20;
+
+/* A freed large object held inaccessible (PROT_NONE, decommitted) before it is unmapped. */
+struct held_object {
+    uintptr_t addr;
+    uintptr_t map_addr;
+    size_t map_size;
 };
 
 static struct {
@@ -22,6 +35,12 @@ static struct {
     size_t pool_committed;
     uintptr_t freed[FREED_RING];
     unsigned freed_next;
+    struct held_object held[QUARANTINE_ENTRIES]; /* FIFO: oldest at held_head */
+    unsigned held_head;
+    unsigned held_count;
+    size_t held_bytes;
+    size_t held_bytes_max;
+    struct sm_random rng; /* random guard sizes */
 } large;
 
 static size_t page_round(size_t bytes)
@@ -37,6 +56,9 @@ bool sm_large_init(void)
         return false;
     large.pool_bytes = bytes;
     sm_avl_init(&large.map);
+    size_t limit = sm_region_address_space_limit();
+    large.held_bytes_max = limit / 8 < QUARANTINE_BYTES_MAX ? limit / 8 : QUARANTINE_BYTES_MAX;
+    sm_random_init(&large.rng, UINT64_C(1) << 40);
     return true;
 }
 
@@ -62,27 +84,32 @@ static bool record_insert(const struct sm_avl_entry *entry)
     return status == SM_AVL_OK;
 }
 
-/* Maps usable bytes at an address aligned to align, with `guard` inaccessible bytes on
- * each side; fills *entry. Returns false when the kernel refuses. */
-static bool map_object(size_t usable, size_t align, size_t guard, struct sm_avl_entry *entry)
+/* Guard bytes for one side of a new object: none, one page, or 1..16 random pages. */
+static size_t guard_bytes(void)
 {
-    if (guard == 0 && align <= SM_PAGE_SIZE) {
-        char *p = sm_region_map(usable, SM_PAGE_SIZE);
-        if (!p)
-            return false;
-        *entry = (struct sm_avl_entry){(uintptr_t)p, usable, (uintptr_t)p, usable};
-        return true;
-    }
+    if (SM_LARGE_GUARDS != 2)
+        return SM_LARGE_GUARDS ? SM_PAGE_SIZE : 0;
+    sm_lock_acquire(&large.lock);
+    size_t pages = 1 + sm_random_below(&large.rng, RANDOM_GUARD_PAGES_MAX);
+    sm_lock_release(&large.lock);
+    return pages * SM_PAGE_SIZE;
+}
+
+/* Maps usable bytes at an address aligned to align, with `before` and `after` inaccessible
+ * bytes around them; fills *entry. Returns false when the kernel refuses. */
+static bool map_guarded(size_t usable, size_t align, size_t before, size_t after,
+                        struct sm_avl_entry *entry)
+{
     size_t slack = align > SM_PAGE_SIZE ? align - SM_PAGE_SIZE : 0;
-    if (usable > SIZE_MAX - 2 * guard - slack)
+    if (usable > SIZE_MAX - before - after - slack)
         return false;
-    size_t total = usable + 2 * guard + slack;
+    size_t total = usable + before + after + slack;
     char *base = sm_region_reserve(total, SM_PAGE_SIZE);
     if (!base)
         return false;
-    uintptr_t user = ((uintptr_t)base + guard + align - 1) & ~(uintptr_t)(align - 1);
-    uintptr_t map_start = user - guard;
-    uintptr_t map_end = user + usable + guard;
+    uintptr_t user = ((uintptr_t)base + before + align - 1) & ~(uintptr_t)(align - 1);
+    uintptr_t map_start = user - before;
+    uintptr_t map_end = user + usable + after;
     if (map_start > (uintptr_t)base)
         sm_region_release(base, map_start - (uintptr_t)base);
     if ((uintptr_t)base + total > map_end)
@@ -95,29 +122,112 @@ static bool map_object(size_t usable, size_t align, size_t guard, struct sm_avl_
     return true;
 }
 
+static bool map_plain(size_t usable, size_t align, struct sm_avl_entry *entry)
+{
+    char *p = sm_region_map(usable, align);
+    if (!p)
+        return false;
+    *entry = (struct sm_avl_entry){(uintptr_t)p, usable, (uintptr_t)p, usable};
+    return true;
+}
+
+/* Maps an object with the configured guards. When the kernel refuses the guarded layout
+ * (vm.max_map_count: guards split mappings) but maps it without guards, the object goes
+ * unguarded, which is counted and reported once. */
+static bool map_object(size_t usable, size_t align, struct sm_avl_entry *entry)
+{
+    if (!SM_LARGE_GUARDS)
+        return map_plain(usable, align, entry);
+    size_t before = guard_bytes();
+    size_t after = guard_bytes();
+    if (map_guarded(usable, align, before, after, entry))
+        return true;
+    if (!map_plain(usable, align, entry))
+        return false;
+    sm_harden_note_guard_failure("a large object was mapped without guard pages: the kernel "
+                                 "refused them (vm.max_map_count reached?)");
+    return true;
+}
+
+static void release_mapping(const struct held_object *object, size_t committed)
+{
+    sm_region_unmap((void *)object->map_addr, object->map_size, committed);
+}
+
+/* Takes the oldest quarantined object out (the large lock is held). */
+static struct held_object pop_oldest_held(void)
+{
+    struct held_object oldest = large.held[large.held_head];
+    large.held_head = (large.held_head + 1) % QUARANTINE_ENTRIES;
+    large.held_count--;
+    large.held_bytes -= oldest.map_size;
+    return oldest;
+}
+
+/* Unmaps the oldest quarantined objects until at most `entries` entries and `bytes` bytes
+ * of address space are held. Takes the large lock; unmaps outside it. */
+static void shrink_quarantine(unsigned entries, size_t bytes)
+{
+    sm_lock_acquire(&large.lock);
+    while (large.held_count > 0 && (large.held_count > entries || large.held_bytes > bytes)) {
+        struct held_object oldest = pop_oldest_held();
+        sm_lock_release(&large.lock);
+        release_mapping(&oldest, 0);
+        sm_lock_acquire(&large.lock);
+    }
+    sm_lock_release(&large.lock);
+}
+
 void *sm_large_alloc(size_t size, size_t align)
 {
     if (size == 0)
         size = 1;
     if (size > SIZE_MAX - SM_PAGE_SIZE)
         return NULL;
-    size_t guard = SM_LARGE_GUARDS ? SM_PAGE_SIZE : 0;
     struct sm_avl_entry entry;
-    if (!map_object(page_round(size), align, guard, &entry))
-        return NULL;
+    if (!map_object(page_round(size), align, &entry)) {
+        /* Quarantined objects hold address space that a limit may be short of. */
+        if (!SM_LARGE_QUARANTINE)
+            return NULL;
+        shrink_quarantine(0, 0);
+        if (!map_object(page_round(size), align, &entry))
+            return NULL;
+    }
     if (!record_insert(&entry)) {
-        sm_region_release((void *)entry.map_addr, entry.map_size);
+        sm_region_unmap((void *)entry.map_addr, entry.map_size, entry.size);
         return NULL;
     }
     return (void *)entry.addr;
 }
 
+/* Whether addr is a large object freed recently: held in quarantine or among the last frees. */
 static bool recently_freed(uintptr_t addr)
 {
+    for (unsigned i = 0; i < large.held_count; i++)
+        if (large.held[(large.held_head + i) % QUARANTINE_ENTRIES].addr == addr)
+            return true;
     for (unsigned i = 0; i < FREED_RING; i++)
         if (large.freed[i] == addr)
             return true;
     return false;
+}
+
+/* Holds a freed object, now decommitted, in the quarantine (FIFO), then trims the oldest
+ * objects while the quarantine is over its entry or address-space bound. */
+static void quarantine_hold(const struct held_object *object)
+{
+    shrink_quarantine(QUARANTINE_ENTRIES - 1, SIZE_MAX);
+    sm_lock_acquire(&large.lock);
+    if (large.held_count < QUARANTINE_ENTRIES) {
+        large.held[(large.held_head + large.held_count) % QUARANTINE_ENTRIES] = *object;
+        large.held_count++;
+        large.held_bytes += object->map_size;
+        object = NULL;
+    }
+    sm_lock_release(&large.lock);
+    if (object) /* another thread filled the place meanwhile: no quarantine for this one */
+        release_mapping(object, 0);
+    shrink_quarantine(QUARANTINE_ENTRIES, large.held_bytes_max);
 }
 
 void sm_large_free(void *p)
@@ -132,7 +242,20 @@ void sm_large_free(void *p)
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     sm_lock_release(&large.lock);
     /* Still mapped until here, so no other object can have been given this address. */
-    sm_region_release((void *)entry.map_addr, entry.map_size);
+    struct held_object object = {entry.addr, entry.map_addr, entry.map_size};
+    if (!SM_LARGE_QUARANTINE) {
+        release_mapping(&object, entry.size);
+        return;
+    }
+    /* Decommitted and PROT_NONE: the memory goes back to the kernel, and any access through
+     * a dangling pointer faults for as long as the object is held. */
+    if (!sm_region_decommit((void *)entry.addr, entry.size)) {
+        sm_harden_note_guard_failure("a freed large object could not be made inaccessible "
+                                     "(vm.max_map_count reached?)");
+        release_mapping(&object, entry.size);
+        return;
+    }
+    quarantine_hold(&object);
 }
 
 size_t sm_large_usable_size(void *p, bool *freed)
@@ -155,6 +278,23 @@ bool sm_large_resize_in_place(void *p, size_t size)
     bool fits = entry && page_round(size) == entry->size;
     sm_lock_release(&large.lock);
     return fits;
+}
+
+static void count_large(const struct sm_avl_entry *entry, void *ctx)
+{
+    size_t *totals = ctx;
+    totals[0]++;
+    totals[1] += entry->size;
+}
+
+void sm_large_stats(size_t *objects, size_t *bytes)
+{
+    size_t totals[2] = {0, 0};
+    sm_lock_acquire(&large.lock);
+    sm_avl_foreach(&large.map, count_large, totals);
+    sm_lock_release(&large.lock);
+    *objects = totals[0];
+    *bytes = totals[1];
 }
 
 void sm_large_fork_prepare(void)

@@ -1,19 +1,22 @@
 /* stress_threads: many threads allocating, verifying, handing over and freeing blocks.
  *
  * Linked against the shared starmalloc library, so malloc & co. below are StarMalloc's.
- * Usage: stress_threads [threads=8] [rounds-per-thread=12000] [seed=1]
+ * Usage: stress_threads [threads=8] [rounds-per-thread=100000] [seed=1]
  *
  * Every thread runs a fixed number of rounds (not a time budget) driven by its own seeded
  * PRNG. Each round picks one operation: allocate (malloc, calloc, aligned_alloc,
  * posix_memalign), free, realloc, hand a block to another thread's inbox, or take blocks from
- * its own inbox (then free, realloc or keep them). Sizes are mostly 1..1024 bytes, with a tail up
- * to 256 KiB and a few blocks of 1..4 MiB. Every live block holds a pattern derived from its
- * (id, size), checked before each free or realloc (realloc: the kept prefix) and at the end;
- * calloc blocks are checked to be zero. Blocks handed over are freed by another thread, so a
- * large share of the frees are cross-thread. Any mismatch prints one clear line and aborts. */
+ * its own inbox (then free, realloc or keep them). Every EPOCH rounds all threads meet at a
+ * barrier and drain their inboxes, so hand-overs reach their receivers however the threads are
+ * scheduled. Sizes are mostly 1..1024 bytes, with a tail up to 256 KiB and a few blocks of
+ * 1..4 MiB. Every live block holds a pattern derived from its (id, size), checked before each
+ * free or realloc (realloc: the kept prefix) and at the end; calloc blocks are checked to be
+ * zero. Blocks handed over are freed by another thread, so a large share of the frees are
+ * cross-thread. Any mismatch prints one clear line and aborts. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,7 +30,8 @@
 enum {
     MAX_THREADS = 256,
     LOCAL_CAP = 192,  /* live blocks a thread keeps */
-    INBOX_CAP = 64,   /* blocks waiting in one thread's inbox */
+    INBOX_CAP = 256,  /* blocks waiting in one thread's inbox */
+    EPOCH = 512,      /* rounds between two barriers, after which every thread drains its inbox */
     USABLE_SAMPLE = 4 /* check malloc_usable_size on one allocation in this many */
 };
 
@@ -48,7 +52,8 @@ struct inbox {
 };
 
 struct counters {
-    uint64_t allocs, frees, cross_frees, reallocs, callocs, aligned, handed, received, usable_checks;
+    uint64_t allocs, frees, cross_frees, reallocs, cross_reallocs, callocs, aligned, handed,
+        received, usable_checks;
     uint64_t bytes;
 };
 
@@ -63,9 +68,10 @@ struct worker {
 };
 
 static unsigned nthreads = 8;
-static unsigned long rounds = 12000;
+static unsigned long rounds = 100000;
 static uint64_t seed = 1;
 static struct inbox inboxes[MAX_THREADS];
+static pthread_barrier_t epoch_barrier;
 static struct worker *workers;
 
 /* ---- failure reporting ------------------------------------------------------------------ */
@@ -165,7 +171,8 @@ static void verify_prefix(const struct block *b, size_t len, const char *when, u
         unsigned char expect[8];
         memcpy(expect, &word, sizeof expect);
         if (b->p[i] != expect[i % 8])
-            fail("thread %u: block id %" PRIu64 " (%p, size %zu, allocated by thread %u) corrupted %s: "
+            fail("thread %u: block id %" PRIu64
+                 " (%p, size %zu, allocated by thread %u) corrupted %s: "
                  "byte %zu is 0x%02x, expected 0x%02x",
                  self, b->id, (void *)b->p, b->size, b->owner, when, i, b->p[i], expect[i % 8]);
     }
@@ -182,15 +189,16 @@ static void verify(const struct block *b, const char *when, unsigned self)
 static void check_fresh(struct worker *w, const struct block *b, size_t align, const char *fn)
 {
     if (((uintptr_t)b->p & 15) != 0)
-        fail("thread %u: %s(%zu) returned %p, not 16-byte aligned", w->index, fn, b->size, (void *)b->p);
+        fail("thread %u: %s(%zu) returned %p, not 16-byte aligned", w->index, fn, b->size,
+             (void *)b->p);
     if (align && ((uintptr_t)b->p & (align - 1)) != 0)
         fail("thread %u: %s(%zu, align %zu) returned misaligned %p", w->index, fn, b->size, align,
              (void *)b->p);
     if (rnd(w) % USABLE_SAMPLE == 0 || b->size > 128 * KIB) {
         size_t usable = starmalloc_malloc_usable_size(b->p);
         if (usable < b->size)
-            fail("thread %u: starmalloc_malloc_usable_size(%p) = %zu < requested %zu (%s)", w->index,
-                 (void *)b->p, usable, b->size, fn);
+            fail("thread %u: starmalloc_malloc_usable_size(%p) = %zu < requested %zu (%s)",
+                 w->index, (void *)b->p, usable, b->size, fn);
         w->c.usable_checks++;
     }
 }
@@ -207,7 +215,7 @@ static void release(struct worker *w, struct block *b, const char *when)
     b->p = NULL;
 }
 
-static bool allocate(struct worker *w, struct block *b)
+static void allocate(struct worker *w, struct block *b)
 {
     size_t size = random_size(w);
     unsigned kind = (unsigned)(rnd(w) % 100);
@@ -250,13 +258,12 @@ static bool allocate(struct worker *w, struct block *b)
     if (kind >= 65 && kind < 85) {
         for (size_t i = 0; i < size; i++)
             if (b->p[i] != 0)
-                fail("thread %u: calloc(%zu) block %p: byte %zu is 0x%02x, not zero", w->index, size,
-                     (void *)b->p, i, b->p[i]);
+                fail("thread %u: calloc(%zu) block %p: byte %zu is 0x%02x, not zero", w->index,
+                     size, (void *)b->p, i, b->p[i]);
     }
     fill(b);
     w->c.allocs++;
     w->c.bytes += size;
-    return true;
 }
 
 static void reallocate(struct worker *w, struct block *b)
@@ -272,7 +279,7 @@ static void reallocate(struct worker *w, struct block *b)
     moved.p = q;
     verify_prefix(&moved, keep, "after realloc (kept prefix)", w->index);
     if (b->owner != w->index)
-        w->c.cross_frees++; /* the old block was released by this thread */
+        w->c.cross_reallocs++; /* a block from another thread, resized (and maybe freed) here */
     b->p = q;
     b->size = new_size;
     b->owner = w->index;
@@ -362,6 +369,11 @@ static void *worker_main(void *arg)
         } else {
             drain_inbox(w);
         }
+        /* However the threads are scheduled, blocks handed over are freed by their receivers. */
+        if (r % EPOCH == EPOCH - 1) {
+            pthread_barrier_wait(&epoch_barrier);
+            drain_inbox(w);
+        }
     }
     /* Check and free everything this thread still holds; its inbox is drained by main. */
     while (w->nlocal) {
@@ -415,6 +427,7 @@ int main(int argc, char **argv)
         workers[i].index = i;
         workers[i].rng = seed * 0x2545F4914F6CDD1Dull + i + 1;
     }
+    pthread_barrier_init(&epoch_barrier, NULL, nthreads);
     for (unsigned i = 0; i < nthreads; i++) {
         int err = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
         if (err)
@@ -422,6 +435,7 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < nthreads; i++)
         pthread_join(workers[i].thread, NULL);
+    pthread_barrier_destroy(&epoch_barrier);
 
     /* Blocks still in inboxes: checked and freed here, by a thread that allocated none of them. */
     struct counters total = {0};
@@ -442,6 +456,7 @@ int main(int argc, char **argv)
         total.frees += c->frees;
         total.cross_frees += c->cross_frees;
         total.reallocs += c->reallocs;
+        total.cross_reallocs += c->cross_reallocs;
         total.callocs += c->callocs;
         total.aligned += c->aligned;
         total.handed += c->handed;
@@ -459,12 +474,13 @@ int main(int argc, char **argv)
              total.cross_frees, total.frees);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("stress_threads: %u threads x %lu rounds (seed %" PRIu64 "): %" PRIu64 " allocations "
-           "(%" PRIu64 " calloc, %" PRIu64 " aligned, %.1f MiB), %" PRIu64 " reallocs, %" PRIu64
-           " frees (%" PRIu64 " cross-thread, %.0f%%), %" PRIu64 " handed over, %" PRIu64
-           " usable-size checks, %.2f s: ok\n",
+           "(%" PRIu64 " calloc, %" PRIu64 " aligned, %.1f MiB), %" PRIu64 " reallocs (%" PRIu64
+           " cross-thread), %" PRIu64 " frees (%" PRIu64 " cross-thread, %.0f%%), %" PRIu64
+           " handed over, %" PRIu64 " usable-size checks, %.2f s: ok\n",
            nthreads, rounds, seed, total.allocs, total.callocs, total.aligned,
-           (double)total.bytes / (double)MIB, total.reallocs, total.frees, total.cross_frees,
-           100.0 * (double)total.cross_frees / (double)(total.frees ? total.frees : 1), total.handed,
-           total.usable_checks, secs);
+           (double)total.bytes / (double)MIB, total.reallocs, total.cross_reallocs, total.frees,
+           total.cross_frees,
+           100.0 * (double)total.cross_frees / (double)(total.frees ? total.frees : 1),
+           total.handed, total.usable_checks, secs);
     return 0;
 }

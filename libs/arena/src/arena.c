@@ -24,6 +24,13 @@ unsigned sm_arena_of_thread(void)
     return a;
 }
 
+static char *slab_start(const struct sm_class_state *s, uint32_t index)
+{
+    return s->slab_memory + (size_t)index * s->slab_bytes;
+}
+
+/* ---- slabs: commit, guards, retirement ---------------------------------------------- */
+
 static bool commit_metadata(struct sm_class_state *s, uint32_t index)
 {
     const uint32_t per_chunk = META_COMMIT_BYTES / sizeof(struct sm_slab);
@@ -32,8 +39,8 @@ static bool commit_metadata(struct sm_class_state *s, uint32_t index)
         end = s->max_slabs;
     /* max_slabs entries fill whole pages of the class's metadata reservation. */
     size_t from = (size_t)s->meta_committed * sizeof(struct sm_slab);
-    size_t to = ((size_t)end * sizeof(struct sm_slab) + SM_PAGE_SIZE - 1) &
-                ~(size_t)(SM_PAGE_SIZE - 1);
+    size_t to =
+        ((size_t)end * sizeof(struct sm_slab) + SM_PAGE_SIZE - 1) & ~(size_t)(SM_PAGE_SIZE - 1);
     if (!sm_region_commit((char *)s->slabs + from, to - from))
         return false;
     s->meta_committed = (uint32_t)(to / sizeof(struct sm_slab));
@@ -42,68 +49,205 @@ static bool commit_metadata(struct sm_class_state *s, uint32_t index)
     return index < s->meta_committed;
 }
 
+static bool is_guard_index(uint32_t index)
+{
+    return SM_GUARD_INTERVAL != 0 && index % (SM_GUARD_INTERVAL + 1) == SM_GUARD_INTERVAL;
+}
+
+/* The first index >= index that is a guard slab, or max_slabs. */
+static uint32_t next_guard_index(const struct sm_class_state *s, uint32_t index)
+{
+    if (!SM_GUARD_INTERVAL)
+        return s->max_slabs;
+    uint32_t period = SM_GUARD_INTERVAL + 1;
+    uint32_t guard = index - index % period + SM_GUARD_INTERVAL;
+    return guard < s->max_slabs ? guard : s->max_slabs;
+}
+
+/* Commits fresh slab `index` and, while it costs nothing more, the next ones up to the
+ * next guard slab. When the kernel refuses (commit charge, or vm.max_map_count because
+ * guards split the mapping), retries one slab, then one slab merged with the guard before
+ * it: the guard is lost, which is counted and reported, but allocation goes on. */
 static bool commit_slabs(struct sm_class_state *s, uint32_t index)
 {
-    size_t slab_bytes = s->slab_bytes;
-    uint32_t batch = (uint32_t)(SLAB_COMMIT_BYTES / slab_bytes);
+    uint32_t batch = (uint32_t)(SLAB_COMMIT_BYTES / s->slab_bytes);
+    uint32_t run_end = next_guard_index(s, index);
     if (batch == 0)
         batch = 1;
-    if (batch > s->max_slabs - index)
-        batch = s->max_slabs - index;
-    char *start = s->slab_memory + (size_t)index * slab_bytes;
-    /* Under commit pressure a batch may be refused where one slab is not. */
-    if (!sm_region_commit(start, batch * slab_bytes)) {
-        s->commit_failures++;
-        batch = 1;
-        if (!sm_region_commit(start, slab_bytes))
-            return false;
+    if (batch > run_end - index)
+        batch = run_end - index;
+    if (sm_region_commit(slab_start(s, index), batch * s->slab_bytes)) {
+        s->slabs_committed = index + batch;
+        return true;
     }
-    s->slabs_committed = index + batch;
+    s->commit_failures++;
+    if (!sm_region_commit(slab_start(s, index), s->slab_bytes)) {
+        if (index == 0 || !is_guard_index(index - 1) ||
+            !sm_region_commit(slab_start(s, index - 1), 2 * s->slab_bytes))
+            return false;
+        sm_harden_note_guard_failure("a guard slab was dropped: the kernel refused a mapping "
+                                     "(vm.max_map_count reached?)");
+    }
+    s->slabs_committed = index + 1;
     return true;
+}
+
+static void init_slab(struct sm_class_state *s, uint32_t index)
+{
+    sm_slab_init(&s->slabs[index], s->info.slots);
+    if (SM_CANARIES)
+        s->slabs[index].secret = sm_random_u64(&s->rng);
 }
 
 static uint32_t take_fresh_slab(struct sm_class_state *s)
 {
-    uint32_t index = s->fresh_next;
-    if (index >= s->max_slabs)
-        return SM_SLAB_NIL;
-    if (index >= s->meta_committed && !commit_metadata(s, index))
-        return SM_SLAB_NIL;
-    if (index >= s->slabs_committed && !commit_slabs(s, index))
-        return SM_SLAB_NIL;
-    s->fresh_next = index + 1;
-    sm_slab_init(&s->slabs[index], s->info.slots);
-    return index;
+    for (;;) {
+        uint32_t index = s->fresh_next;
+        if (index >= s->max_slabs)
+            return SM_SLAB_NIL;
+        if (index >= s->meta_committed && !commit_metadata(s, index))
+            return SM_SLAB_NIL;
+        if (is_guard_index(index)) {
+            /* Never committed: the reservation's PROT_NONE is the guard, at no cost. */
+            sm_slab_init(&s->slabs[index], s->info.slots);
+            s->slabs[index].state = SM_SLAB_GUARD;
+            s->fresh_next = index + 1;
+            continue;
+        }
+        if (index >= s->slabs_committed && !commit_slabs(s, index))
+            return SM_SLAB_NIL;
+        s->fresh_next = index + 1;
+        init_slab(s, index);
+        return index;
+    }
 }
 
-/* A decommitted slab made usable again, or SM_SLAB_NIL. */
-static uint32_t take_decommitted_slab(struct sm_class_state *s)
+/* A slab that went back to the kernel, committed and reset; or SM_SLAB_NIL. */
+static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_state from)
 {
-    uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_DECOMMITTED);
+    uint32_t index = sm_slab_list_last(&s->lists, s->slabs, from);
     if (index == SM_SLAB_NIL)
         return SM_SLAB_NIL;
-    if (!sm_region_commit(s->slab_memory + (size_t)index * s->slab_bytes, s->slab_bytes)) {
+    if (!sm_region_commit(slab_start(s, index), s->slab_bytes)) {
         s->commit_failures++;
         return SM_SLAB_NIL;
     }
     sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_UNUSED);
-    sm_slab_init(&s->slabs[index], s->info.slots);
+    init_slab(s, index);
     return index;
 }
 
-/* A slab with a free slot when the partial list is empty: a retained empty slab first, then
- * one given back to the kernel earlier, then a fresh one. */
+/* A slab with a free slot when the partial list is empty: a retained empty slab, then one
+ * given back to the kernel, then a fresh one, and only when the class region is exhausted,
+ * the oldest quarantined slab. */
 static uint32_t refill_partial(struct sm_class_state *s)
 {
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY);
     if (index == SM_SLAB_NIL)
-        index = take_decommitted_slab(s);
+        index = reuse_decommitted_slab(s, SM_SLAB_DECOMMITTED);
     if (index == SM_SLAB_NIL)
         index = take_fresh_slab(s);
+    if (index == SM_SLAB_NIL)
+        index = reuse_decommitted_slab(s, SM_SLAB_QUARANTINED);
     if (index != SM_SLAB_NIL)
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_PARTIAL);
     return index;
 }
+
+/* Hands the oldest empty slab back to the kernel once more than SM_EMPTY_SLABS_KEPT are
+ * empty (the hysteresis that keeps alloc/free loops away from system calls). With slab
+ * quarantine it then waits, inaccessible, behind SM_SLAB_QUARANTINE others before reuse. */
+static void retire_empty_slabs(struct sm_class_state *s)
+{
+    if (s->lists.by_state[SM_SLAB_EMPTY].count <= SM_EMPTY_SLABS_KEPT)
+        return;
+    uint32_t index = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_EMPTY);
+    if (!sm_region_decommit(slab_start(s, index), s->slab_bytes)) {
+        sm_harden_note_guard_failure("an empty slab could not be returned to the kernel "
+                                     "(vm.max_map_count reached?)");
+        return;
+    }
+    if (!SM_SLAB_QUARANTINE) {
+        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_DECOMMITTED);
+        return;
+    }
+    sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_QUARANTINED);
+    if (s->lists.by_state[SM_SLAB_QUARANTINED].count > SM_SLAB_QUARANTINE) {
+        uint32_t oldest = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_QUARANTINED);
+        sm_slab_set_state(&s->lists, s->slabs, oldest, SM_SLAB_DECOMMITTED);
+    }
+}
+
+static void make_empty(struct sm_class_state *s, uint32_t index)
+{
+    sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
+    retire_empty_slabs(s);
+}
+
+/* State changes after slot(s) of slab `index` became free. The partial list's head stays
+ * put even when empty, so that an alloc/free loop at a slab boundary does not move it
+ * between lists every time; it becomes an empty slab as soon as another slab takes its
+ * place at the head. */
+static void slab_after_release(struct sm_class_state *s, uint32_t index)
+{
+    struct sm_slab *slab = &s->slabs[index];
+    uint32_t head = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
+    if (sm_slab_is_empty(slab) && head != index) {
+        make_empty(s, index);
+    } else if (slab->state == SM_SLAB_FULL) {
+        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_PARTIAL);
+        if (head != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[head]))
+            make_empty(s, head);
+    }
+}
+
+/* ---- slot quarantine --------------------------------------------------------------- */
+
+static void release_quarantined(struct sm_class_state *s, uint32_t entry)
+{
+    uint32_t index = entry >> 8;
+    sm_slab_release_deferred(&s->slabs[index], entry & 0xff);
+    s->slots_in_use--;
+    s->quarantined--;
+    slab_after_release(s, index);
+}
+
+/* Holds `entry` back: it replaces a random entry of the random stage, which moves to the
+ * FIFO stage, whose oldest entry (when the stage is full) becomes free again. */
+static void quarantine_push(struct sm_class_state *s, uint32_t entry)
+{
+    s->quarantined++;
+    uint32_t place = sm_random_below(&s->rng, s->quarantine_capacity);
+    uint32_t evicted = s->quarantine_random[place];
+    s->quarantine_random[place] = entry;
+    if (evicted == SM_QUARANTINE_NONE)
+        return;
+    if (s->fifo_count == s->quarantine_capacity) {
+        uint32_t oldest = s->quarantine_fifo[s->fifo_head];
+        s->quarantine_fifo[s->fifo_head] = evicted;
+        s->fifo_head = (s->fifo_head + 1) % s->quarantine_capacity;
+        release_quarantined(s, oldest);
+        return;
+    }
+    s->quarantine_fifo[(s->fifo_head + s->fifo_count) % s->quarantine_capacity] = evicted;
+    s->fifo_count++;
+}
+
+void sm_arena_state_init_policies(struct sm_class_state *s, uint64_t stream)
+{
+    sm_random_init(&s->rng, stream);
+    /* Per stage at most SM_SLOT_QUARANTINE entries and about SM_SLOT_QUARANTINE pages. */
+    uint32_t capacity = (uint32_t)((uint64_t)SM_SLOT_QUARANTINE * SM_PAGE_SIZE / s->info.slot_size);
+    if (capacity > SM_QUARANTINE_ENTRIES)
+        capacity = SM_QUARANTINE_ENTRIES;
+    s->quarantine_capacity = capacity ? capacity : 1;
+    for (uint32_t i = 0; i < SM_QUARANTINE_ENTRIES; i++) {
+        s->quarantine_random[i] = SM_QUARANTINE_NONE;
+        s->quarantine_fifo[i] = SM_QUARANTINE_NONE;
+    }
+}
+
+/* ---- allocation and free ----------------------------------------------------------- */
 
 void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
 {
@@ -118,13 +262,16 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
         }
     }
     struct sm_slab *slab = &s->slabs[index];
-    int slot = sm_slab_claim_slot(slab);
+    int slot = SM_RANDOMIZE_SLOTS
+                   ? sm_slab_claim_slot_from(slab, sm_random_below(&s->rng, slab->slots))
+                   : sm_slab_claim_slot(slab);
     if (sm_slab_is_full(slab))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_FULL);
     s->slots_in_use++;
+    uint64_t secret = slab->secret;
     sm_lock_release(&s->lock);
-    char *p = s->slab_memory + (size_t)index * s->slab_bytes + (size_t)slot * s->info.slot_size;
-    *zeroed = sm_harden_on_alloc(p, s->info.slot_size);
+    char *p = slab_start(s, index) + (size_t)slot * s->info.slot_size;
+    *zeroed = sm_harden_on_alloc(p, s->info.slot_size, secret);
     return p;
 }
 
@@ -157,38 +304,34 @@ static struct sm_slab *slab_with_slots(struct sm_class_state *s, uint32_t index)
     return slab;
 }
 
-/* Locks the owner of p and returns its slab, aborting unless p is a slot in use. */
-static struct sm_slab *lock_slot_in_use(void *p, struct sm_slot_ref *ref)
+static _Noreturn void unlock_and_fail(struct sm_class_state *s, const char *what, const void *p)
 {
-    if (sm_arena_locate(p, ref) != SM_LOCATE_OK)
-        sm_fatal("invalid free", p);
-    sm_lock_acquire(&ref->owner->lock);
-    struct sm_slab *slab = slab_with_slots(ref->owner, ref->slab);
-    if (!slab) {
-        sm_lock_release(&ref->owner->lock);
-        sm_fatal("invalid free", p);
-    }
-    if (!sm_slab_slot_in_use(slab, ref->slot)) {
-        sm_lock_release(&ref->owner->lock);
-        sm_fatal("double free", p);
-    }
-    return slab;
+    sm_lock_release(&s->lock);
+    sm_fatal(what, p);
 }
 
 void sm_arena_free(void *p)
 {
     struct sm_slot_ref ref;
-    struct sm_slab *slab = lock_slot_in_use(p, &ref);
+    if (sm_arena_locate(p, &ref) != SM_LOCATE_OK)
+        sm_fatal("invalid free", p);
     struct sm_class_state *s = ref.owner;
-    sm_harden_on_free(p, ref.slot_size);
-    sm_slab_release_slot(slab, ref.slot);
-    s->slots_in_use--;
-    /* The partial list's head stays put even when empty, so that an alloc/free loop does
-     * not move it between lists every time; other empty slabs go to the empty list. */
-    if (sm_slab_is_empty(slab) && sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL) != ref.slab)
-        sm_slab_set_state(&s->lists, s->slabs, ref.slab, SM_SLAB_EMPTY);
-    else if (slab->state == SM_SLAB_FULL)
-        sm_slab_set_state(&s->lists, s->slabs, ref.slab, SM_SLAB_PARTIAL);
+    sm_lock_acquire(&s->lock);
+    struct sm_slab *slab = slab_with_slots(s, ref.slab);
+    if (!slab)
+        unlock_and_fail(s, "invalid free", p);
+    if (!sm_slab_slot_allocated(slab, ref.slot))
+        unlock_and_fail(s, "double free", p);
+    if (!sm_harden_on_free(p, ref.slot_size, slab->secret))
+        unlock_and_fail(s, "canary corrupted", p);
+    if (SM_SLOT_QUARANTINE) {
+        sm_slab_defer_slot(slab, ref.slot);
+        quarantine_push(s, ref.slab << 8 | ref.slot);
+    } else {
+        sm_slab_release_slot(slab, ref.slot);
+        s->slots_in_use--;
+        slab_after_release(s, ref.slab);
+    }
     sm_lock_release(&s->lock);
 }
 
@@ -200,13 +343,18 @@ enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
     sm_lock_acquire(&ref.owner->lock);
     struct sm_slab *slab = slab_with_slots(ref.owner, ref.slab);
     enum sm_slot_status status = SM_SLOT_INVALID;
-    if (slab)
-        status = sm_slab_slot_in_use(slab, ref.slot) ? SM_SLOT_IN_USE : SM_SLOT_FREE;
+    if (slab && !sm_slab_slot_allocated(slab, ref.slot))
+        status = SM_SLOT_FREE;
+    else if (slab)
+        status = sm_harden_canary_intact(p, ref.slot_size, slab->secret) ? SM_SLOT_IN_USE
+                                                                         : SM_SLOT_CANARY_CORRUPTED;
     sm_lock_release(&ref.owner->lock);
     if (status == SM_SLOT_IN_USE)
-        *usable = ref.slot_size;
+        *usable = ref.slot_size - SM_CANARY_BYTES;
     return status;
 }
+
+/* ---- fork, trim, statistics -------------------------------------------------------- */
 
 void sm_arena_fork_prepare(void)
 {
@@ -235,7 +383,7 @@ static size_t trim_class(struct sm_class_state *s)
     if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index]))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
     while ((index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY)) != SM_SLAB_NIL) {
-        if (!sm_region_decommit(s->slab_memory + (size_t)index * s->slab_bytes, s->slab_bytes))
+        if (!sm_region_decommit(slab_start(s, index), s->slab_bytes))
             break;
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_DECOMMITTED);
         bytes += s->slab_bytes;
@@ -259,6 +407,7 @@ void sm_arena_class_stats(unsigned arena, unsigned cls, struct sm_class_stats *o
     struct sm_class_state *s = &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
     sm_lock_acquire(&s->lock);
     out->slots_in_use = s->slots_in_use;
+    out->slots_quarantined = s->quarantined;
     out->slabs_partial = s->lists.by_state[SM_SLAB_PARTIAL].count;
     out->slabs_full = s->lists.by_state[SM_SLAB_FULL].count;
     out->slabs_empty = s->lists.by_state[SM_SLAB_EMPTY].count;

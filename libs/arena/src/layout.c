@@ -2,10 +2,12 @@
 #include <stdint.h>
 
 #include "arena_internal.h"
+#include "starmalloc/hardening.h"
 #include "starmalloc/region.h"
 #include "starmalloc/sizeclass.h"
 
 struct heap_layout sm_layout;
+_Static_assert(sizeof(struct heap_layout) == SM_PAGE_SIZE, "the layout has its page to itself");
 
 enum {
     DEFAULT_REGION_SHIFT = 32, /* 4 GiB per (arena, class) when the kernel allows it */
@@ -92,10 +94,19 @@ static void init_states(void)
             s->slab_memory = sm_layout.slab_base + i * sm_layout.region_bytes;
             s->slabs = (void *)meta;
             sm_slab_lists_init(&s->lists);
+            sm_arena_state_init_policies(s, i);
             meta += class_meta_bytes(c, sm_layout.region_bytes);
         }
     }
     sm_layout.states = states;
+}
+
+/* Makes the layout read-only. Failure (the kernel refusing a protection change) leaves it
+ * writable, which is counted and reported like a refused guard. */
+static void seal_layout(void)
+{
+    if (!sm_region_protect_read_only(&sm_layout, SM_PAGE_SIZE))
+        sm_harden_note_guard_failure("the allocator's layout could not be made read-only");
 }
 
 bool sm_arena_init(void)
@@ -106,6 +117,7 @@ bool sm_arena_init(void)
     for (unsigned shift = first_region_shift(); shift >= MIN_REGION_SHIFT; shift--) {
         if (reserve_both(shift)) {
             init_states();
+            seal_layout();
             return true;
         }
     }

@@ -37,7 +37,8 @@ static void lock_acquire_slow(struct sm_lock *lock)
             return;
         cpu_relax();
     }
-    while (atomic_exchange_explicit(&lock->state, LOCK_CONTENDED, memory_order_acquire) != LOCK_FREE)
+    while (atomic_exchange_explicit(&lock->state, LOCK_CONTENDED, memory_order_acquire) !=
+           LOCK_FREE)
         futex_wait(&lock->state, LOCK_CONTENDED);
 }
 

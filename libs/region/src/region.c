@@ -1,12 +1,40 @@
 /* Virtual memory: the single place that talks to the kernel about mappings. */
 #include "starmalloc/region.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "starmalloc/config.h"
+
+/* Committed bytes and their high-water mark. Relaxed atomics: they are statistics, and no
+ * other memory is published through them. */
+static atomic_size_t committed_bytes;
+static atomic_size_t peak_committed_bytes;
+
+static void count_committed(size_t bytes)
+{
+    size_t now = atomic_fetch_add_explicit(&committed_bytes, bytes, memory_order_relaxed) + bytes;
+    size_t peak = atomic_load_explicit(&peak_committed_bytes, memory_order_relaxed);
+    while (now > peak &&
+           !atomic_compare_exchange_weak_explicit(&peak_committed_bytes, &peak, now,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
+/* Saturates at zero, so that a caller decommitting memory it never committed (e.g. a range
+ * that was only reserved) cannot make the count wrap around. */
+static void count_uncommitted(size_t bytes)
+{
+    size_t old = atomic_load_explicit(&committed_bytes, memory_order_relaxed);
+    size_t new_value;
+    do
+        new_value = old > bytes ? old - bytes : 0;
+    while (!atomic_compare_exchange_weak_explicit(&committed_bytes, &old, new_value,
+                                                  memory_order_relaxed, memory_order_relaxed));
+}
 
 static void *map_aligned(size_t bytes, size_t align, int prot, int extra_flags)
 {
@@ -49,7 +77,10 @@ void *sm_region_reserve_shrinking(size_t *bytes, size_t min_bytes, size_t align)
 
 bool sm_region_commit(void *addr, size_t bytes)
 {
-    return mprotect(addr, bytes, PROT_READ | PROT_WRITE) == 0;
+    if (mprotect(addr, bytes, PROT_READ | PROT_WRITE) != 0)
+        return false;
+    count_committed(bytes);
+    return true;
 }
 
 bool sm_region_decommit(void *addr, size_t bytes)
@@ -58,7 +89,10 @@ bool sm_region_decommit(void *addr, size_t bytes)
      * commit charge in one call, which MADV_DONTNEED alone would not do. */
     void *p = mmap(addr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
                    -1, 0);
-    return p != MAP_FAILED;
+    if (p == MAP_FAILED)
+        return false;
+    count_uncommitted(bytes);
+    return true;
 }
 
 bool sm_region_protect_none(void *addr, size_t bytes)
@@ -66,14 +100,40 @@ bool sm_region_protect_none(void *addr, size_t bytes)
     return mprotect(addr, bytes, PROT_NONE) == 0;
 }
 
+bool sm_region_protect_read_only(void *addr, size_t bytes)
+{
+    return mprotect(addr, bytes, PROT_READ) == 0;
+}
+
 bool sm_region_release(void *addr, size_t bytes)
 {
     return munmap(addr, bytes) == 0;
 }
 
+bool sm_region_unmap(void *addr, size_t bytes, size_t committed)
+{
+    if (munmap(addr, bytes) != 0)
+        return false;
+    count_uncommitted(committed);
+    return true;
+}
+
 void *sm_region_map(size_t bytes, size_t align)
 {
-    return map_aligned(bytes, align, PROT_READ | PROT_WRITE, 0);
+    void *p = map_aligned(bytes, align, PROT_READ | PROT_WRITE, 0);
+    if (p)
+        count_committed(bytes);
+    return p;
+}
+
+size_t sm_region_committed_bytes(void)
+{
+    return atomic_load_explicit(&committed_bytes, memory_order_relaxed);
+}
+
+size_t sm_region_peak_committed_bytes(void)
+{
+    return atomic_load_explicit(&peak_committed_bytes, memory_order_relaxed);
 }
 
 size_t sm_region_kernel_page_size(void)

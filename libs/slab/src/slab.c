@@ -61,13 +61,27 @@ int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start)
 
 enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned slot)
 {
-    uint64_t mask = UINT64_C(1) << (slot % 64);
-    uint64_t *word = &slab->used[slot / 64];
-    if (!(*word & mask))
+    if (!sm_slab_slot_allocated(slab, slot))
         return SM_SLAB_DOUBLE_FREE;
-    *word &= ~mask;
+    slab->used[slot / 64] &= ~(UINT64_C(1) << (slot % 64));
     slab->in_use--;
     return SM_SLAB_RELEASED;
+}
+
+enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
+{
+    if (!sm_slab_slot_allocated(slab, slot))
+        return SM_SLAB_DOUBLE_FREE;
+    slab->deferred[slot / 64] |= UINT64_C(1) << (slot % 64);
+    return SM_SLAB_RELEASED;
+}
+
+void sm_slab_release_deferred(struct sm_slab *slab, unsigned slot)
+{
+    uint64_t mask = ~(UINT64_C(1) << (slot % 64));
+    slab->deferred[slot / 64] &= mask;
+    slab->used[slot / 64] &= mask;
+    slab->in_use--;
 }
 
 bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot)
@@ -75,10 +89,17 @@ bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot)
     return (slab->used[slot / 64] >> (slot % 64)) & 1;
 }
 
+bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot)
+{
+    uint64_t bits = slab->used[slot / 64] & ~slab->deferred[slot / 64];
+    return (bits >> (slot % 64)) & 1;
+}
+
 void sm_slab_lists_init(struct sm_slab_lists *lists)
 {
     for (unsigned s = 0; s < SM_SLAB_NB_STATES; s++) {
         lists->by_state[s].head = SM_SLAB_NIL;
+        lists->by_state[s].tail = SM_SLAB_NIL;
         lists->by_state[s].count = 0;
     }
 }
@@ -92,6 +113,8 @@ static void list_unlink(struct sm_slab_list *list, struct sm_slab *slabs, uint32
         list->head = slab->next;
     if (slab->next != SM_SLAB_NIL)
         slabs[slab->next].prev = slab->prev;
+    else
+        list->tail = slab->prev;
     slab->prev = SM_SLAB_NIL;
     slab->next = SM_SLAB_NIL;
     list->count--;
@@ -104,6 +127,8 @@ static void list_push(struct sm_slab_list *list, struct sm_slab *slabs, uint32_t
     slab->next = list->head;
     if (list->head != SM_SLAB_NIL)
         slabs[list->head].prev = index;
+    else
+        list->tail = index;
     list->head = index;
     list->count++;
 }
@@ -117,15 +142,4 @@ void sm_slab_set_state(struct sm_slab_lists *lists, struct sm_slab *slabs, uint3
     slabs[index].state = (uint8_t)state;
     if (state_has_list(state))
         list_push(&lists->by_state[state], slabs, index);
-}
-
-uint32_t sm_slab_list_last(const struct sm_slab_lists *lists, const struct sm_slab *slabs,
-                           enum sm_slab_state state)
-{
-    uint32_t index = lists->by_state[state].head;
-    if (index == SM_SLAB_NIL)
-        return SM_SLAB_NIL;
-    while (slabs[index].next != SM_SLAB_NIL)
-        index = slabs[index].next;
-    return index;
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "starmalloc/config.h"
+#include "starmalloc/hardening.h"
 #include "starmalloc/sizeclass.h"
 #include "starmalloc/slab.h"
 
@@ -30,22 +31,42 @@ struct sm_lock {
 void sm_lock_acquire(struct sm_lock *lock);
 void sm_lock_release(struct sm_lock *lock);
 
+/* Policy constants derived from the configuration. */
+enum {
+    /* Entries per slot-quarantine stage; the arrays need at least one element. */
+    SM_QUARANTINE_ENTRIES = SM_SLOT_QUARANTINE ? SM_SLOT_QUARANTINE : 1,
+    /* Empty slabs kept committed per (arena, class) before older ones go back to the kernel. */
+    SM_EMPTY_SLABS_KEPT = SM_SLAB_QUARANTINE ? 1 : 8,
+};
+
 /* Everything about one (arena, class) pair; guarded by its lock. */
 struct sm_class_state {
     struct sm_lock lock;
     uint32_t class_index;
     struct sm_sizeclass_info info; /* a copy of the class geometry, next to the lock */
     size_t slab_bytes;
-    uint32_t fresh_next;           /* slabs [fresh_next, max_slabs) were never used */
-    uint32_t max_slabs;            /* slabs that fit in the class region */
-    uint32_t slabs_committed;      /* slabs [0, slabs_committed) are committed */
-    uint32_t meta_committed;       /* metadata entries [0, meta_committed) are committed */
+    uint32_t fresh_next;      /* slabs [fresh_next, max_slabs) were never used */
+    uint32_t max_slabs;       /* slabs that fit in the class region */
+    uint32_t slabs_committed; /* fresh slabs below this are committed (or guards) */
+    uint32_t meta_committed;  /* metadata entries [0, meta_committed) are committed */
     struct sm_slab_lists lists;
-    char *slab_memory;             /* the class region */
-    struct sm_slab *slabs;         /* metadata, max_slabs entries */
-    uint64_t slots_in_use;         /* statistics */
+    char *slab_memory;     /* the class region */
+    struct sm_slab *slabs; /* metadata, max_slabs entries */
+    uint64_t slots_in_use; /* statistics: allocated or quarantined slots */
     uint64_t commit_failures;
+    /* Slot quarantine: freed slots enter a random stage (a random entry is evicted into the
+     * FIFO stage), and leave the FIFO stage oldest-first, back to their slab. Entries are
+     * (slab << 8 | slot); SM_QUARANTINE_NONE marks an empty place. */
+    uint32_t quarantine_capacity; /* entries per stage for this class (byte bound) */
+    uint32_t quarantined;         /* entries held in both stages */
+    uint32_t fifo_head;           /* oldest FIFO entry */
+    uint32_t fifo_count;
+    uint32_t quarantine_random[SM_QUARANTINE_ENTRIES];
+    uint32_t quarantine_fifo[SM_QUARANTINE_ENTRIES];
+    struct sm_random rng; /* slot order, slab secrets, quarantine eviction */
 } __attribute__((aligned(128)));
+
+enum { SM_QUARANTINE_NONE = UINT32_MAX };
 
 /* The facts a pointer into the slab region resolves to. */
 struct sm_slot_ref {
@@ -68,9 +89,10 @@ bool sm_arena_init(void);
 /* The calling thread's arena, assigned round-robin at the thread's first call. */
 unsigned sm_arena_of_thread(void);
 
-/* Claims a slot of class `cls` in `arena` and returns it, or NULL when the class region is
- * exhausted or the kernel refuses to commit memory. *zeroed is set to 1 when the slot's
- * bytes are known to be zero. */
+/* Claims a slot of class `cls` in `arena` (lowest free slot, or a random one with
+ * SM_RANDOMIZE_SLOTS) and returns it, or NULL when the class region is exhausted or the
+ * kernel refuses to commit memory. *zeroed is set to 1 when the slot's bytes are known to be
+ * zero. The last SM_CANARY_BYTES bytes of the slot hold its canary. */
 void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed);
 
 /* Whether p lies in the slab region (only then may the functions below be called). */
@@ -79,18 +101,22 @@ bool sm_arena_contains(const void *p);
 /* Resolves p (in the slab region) by arithmetic alone; does not lock or read metadata. */
 enum sm_locate_result sm_arena_locate(const void *p, struct sm_slot_ref *ref);
 
-/* Frees the slot at p (in the slab region). Aborts with "starmalloc: fatal: ..." when p is
- * not the start of a slot in use: "invalid free" or "double free". */
+/* Frees the slot at p (in the slab region): with slot quarantine the slot is held back and
+ * an older one returns to its slab. Aborts with "starmalloc: fatal: ..." when p is not the
+ * start of an allocated slot ("invalid free", "double free") or its canary was overwritten
+ * ("canary corrupted"). */
 void sm_arena_free(void *p);
 
 enum sm_slot_status {
     SM_SLOT_IN_USE = 0,
-    SM_SLOT_FREE,    /* a slot that is not allocated now (e.g. already freed) */
-    SM_SLOT_INVALID, /* not the start of a slot of a slab that holds slots */
+    SM_SLOT_FREE,             /* not allocated now (already freed, possibly quarantined) */
+    SM_SLOT_INVALID,          /* not the start of a slot of a slab that holds slots */
+    SM_SLOT_CANARY_CORRUPTED, /* allocated, but an overflow changed its canary */
 };
 
-/* Classifies p (in the slab region); for a slot in use stores its usable size in *usable.
- * Never aborts: callers report with the message that fits their operation. */
+/* Classifies p (in the slab region); for a slot in use stores its usable size (slot size
+ * less the canary) in *usable. Never aborts: callers report with the message that fits
+ * their operation. */
 enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable);
 
 /* Fork handlers: take every (arena, class) lock in index order before fork; release them
@@ -105,7 +131,8 @@ size_t sm_arena_trim(void);
 
 /* Statistics of one (arena, class) pair, read under its lock. */
 struct sm_class_stats {
-    uint64_t slots_in_use;
+    uint64_t slots_in_use;      /* allocated or quarantined */
+    uint64_t slots_quarantined; /* freed, held back by the slot quarantine */
     uint32_t slabs_partial, slabs_full, slabs_empty, slabs_quarantined, slabs_decommitted;
     uint32_t slabs_used; /* slabs ever handed out */
     uint64_t commit_failures;

@@ -22,13 +22,61 @@ _Noreturn void sm_fatal(const char *what, const void *addr);
 /* Writes "starmalloc: warning: <what>" and a newline to stderr with one write(2). */
 void sm_warn(const char *what);
 
-/* Hook: a slot of slot_size bytes at `slot` was just claimed for the user.
- * Returns 1 when the slot's bytes are known to be zero (calloc may skip its memset). */
-int sm_harden_on_alloc(void *slot, size_t slot_size);
+/* Bytes at the end of every slot taken by its canary (0 when canaries are off). The user
+ * may use slot_size - SM_CANARY_BYTES bytes of a slot. */
+enum { SM_CANARY_BYTES = SM_CANARIES ? 8 : 0 };
 
-/* Hook: the slot at `slot` (slot_size bytes, usable_size of them visible to the user) is
- * being freed; runs before the slot is marked free. */
-void sm_harden_on_free(void *slot, size_t slot_size);
+/* Hook: the slot [slot, slot + slot_size) of a slab whose secret is `secret` was just
+ * claimed for the user. Checks that nobody wrote to it since it was freed (write-after-free
+ * check: aborts with "write after free"), then writes its canary.
+ * Returns 1 when the user's bytes are known to be zero (calloc may skip its memset). */
+int sm_harden_on_alloc(void *slot, size_t slot_size, uint64_t secret);
+
+/* Hook: the slot is being freed (it is known to be allocated). Checks its canary and, when
+ * it is intact, zeroes the slot if zero-on-free is on and returns 1. Returns 0, changing
+ * nothing, when an overflow changed the canary (the caller reports "canary corrupted"). */
+int sm_harden_on_free(void *slot, size_t slot_size, uint64_t secret);
+
+/* Whether the canary of an allocated slot is intact (always 1 when canaries are off). */
+int sm_harden_canary_intact(const void *slot, size_t slot_size, uint64_t secret);
+
+/* A guard page or protection change the kernel refused (e.g. vm.max_map_count reached):
+ * counts it and, the first time, writes one warning line naming `what`. */
+void sm_harden_note_guard_failure(const char *what);
+
+/* Guard or protection changes refused so far. */
+uint64_t sm_harden_guard_failures(void);
+
+/* A cryptographically secure random stream (ChaCha8 under a process-wide key drawn from
+ * getrandom(2), one nonce per stream). Not thread-safe: one stream per lock holder. */
+enum { SM_RANDOM_WORDS = 8 };
+struct sm_random {
+    uint64_t words[SM_RANDOM_WORDS]; /* the current block's output */
+    uint64_t counter;                /* blocks computed so far */
+    uint64_t nonce;                  /* the stream's identity */
+    uint32_t next;                   /* next unused word of `words` */
+};
+
+/* Draws the process key from getrandom(2) the first time (later calls do nothing). If the
+ * kernel refuses, derives a weak key from time, pid and addresses and warns once. */
+void sm_random_global_init(void);
+
+/* Starts stream number `stream` (distinct streams give independent output). */
+void sm_random_init(struct sm_random *rng, uint64_t stream);
+
+/* 64 random bits. */
+uint64_t sm_random_u64(struct sm_random *rng);
+
+/* A random number in [0, bound), bound >= 1. */
+uint32_t sm_random_below(struct sm_random *rng, uint32_t bound);
+
+/* Fills buf with len random bytes straight from the kernel (a stream if it refuses). */
+void sm_random_fill(void *buf, size_t len);
+
+/* The ChaCha block function (`rounds` = 8 for the streams above, 20 for RFC 8439 test
+ * vectors): words 12-13 of the state are the 64-bit counter, words 14-15 the nonce. */
+void sm_chacha_block(const uint32_t key[8], uint64_t counter, uint64_t nonce, int rounds,
+                     uint32_t out[16]);
 
 /* Formats value as "0x..." hexadecimal into buf (at least 19 bytes, NUL-terminated);
  * returns the length. For messages written without printf. */

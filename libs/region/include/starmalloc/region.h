@@ -4,7 +4,12 @@
  * A reservation is address space only: PROT_NONE and MAP_NORESERVE, so neither strict
  * overcommit accounting nor RSS is charged until a range is committed. Every function
  * takes page-aligned addresses and sizes (SM_PAGE_SIZE) and reports failure by its
- * return value, leaving errno as the kernel set it; none of them allocates. */
+ * return value, leaving errno as the kernel set it; none of them allocates.
+ *
+ * Accounting: the module counts committed bytes, i.e. bytes made readable and writable by
+ * sm_region_commit or sm_region_map and not yet given back by sm_region_decommit or
+ * sm_region_unmap, and the peak of that count. sm_region_protect_none and sm_region_release
+ * leave the count alone. Callers commit a range only when it is not committed already. */
 #ifndef STARMALLOC_REGION_H
 #define STARMALLOC_REGION_H
 
@@ -36,12 +41,26 @@ bool sm_region_decommit(void *addr, size_t bytes);
  * Returns false when the kernel refuses (e.g. vm.max_map_count reached). */
 bool sm_region_protect_none(void *addr, size_t bytes);
 
-/* Hands a reservation or mapping back to the kernel. Returns false when munmap fails. */
+/* Makes [addr, addr + bytes) read-only (state that must not change after initialisation).
+ * Returns false when the kernel refuses. */
+bool sm_region_protect_read_only(void *addr, size_t bytes);
+
+/* Hands a reservation or mapping back to the kernel. Returns false when munmap fails.
+ * Does not change the committed count: use sm_region_unmap for memory that was committed. */
 bool sm_region_release(void *addr, size_t bytes);
+
+/* sm_region_release for a range in which committed_bytes bytes are committed (e.g. a large
+ * object's mapping with its guard pages): on success they no longer count as committed. */
+bool sm_region_unmap(void *addr, size_t bytes, size_t committed_bytes);
 
 /* Maps bytes of fresh zeroed read-write memory aligned to `align` (a power of two, at
  * least a page). Returns NULL when the kernel refuses. */
 void *sm_region_map(size_t bytes, size_t align);
+
+/* Bytes committed now, and the most ever committed at once (see "Accounting" above).
+ * Lock-free reads of counters updated atomically; safe from any thread at any time. */
+size_t sm_region_committed_bytes(void);
+size_t sm_region_peak_committed_bytes(void);
 
 /* The kernel's page size (read once; the caller checks it against SM_PAGE_SIZE). */
 size_t sm_region_kernel_page_size(void);

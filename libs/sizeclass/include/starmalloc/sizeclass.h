@@ -15,10 +15,10 @@ extern "C" {
 #endif
 
 struct sm_sizeclass_info {
-    uint32_t slot_size;      /* bytes per slot */
-    uint32_t slab_pages;     /* slab size in SM_PAGE_SIZE pages, 1..SM_MAX_SLAB_PAGES */
-    uint32_t slots;          /* slots per slab, 1..SM_MAX_SLOTS */
-    uint32_t slot_recip;     /* ceil(2^32 / slot_size): see sm_sizeclass_slot_index */
+    uint32_t slot_size;       /* bytes per slot */
+    uint32_t slab_pages;      /* slab size in SM_PAGE_SIZE pages, 1..SM_MAX_SLAB_PAGES */
+    uint32_t slots;           /* slots per slab, 1..SM_MAX_SLOTS */
+    uint32_t slot_recip;      /* ceil(2^32 / slot_size): see sm_sizeclass_slot_index */
     uint32_t slab_page_recip; /* ceil(2^30 / slab_pages): see sm_sizeclass_slab_index */
 };
 
@@ -40,7 +40,8 @@ size_t sm_sizeclass_slab_bytes(unsigned c);
 /* Slot index of byte offset `offset` within a slab of class c, without division.
  * Exact when offset is a multiple of the slot size (offset / slot_size <= SM_MAX_SLOTS);
  * the caller detects other offsets by checking index * slot_size == offset. */
-static inline uint32_t sm_sizeclass_slot_index(const struct sm_sizeclass_info *info, uint32_t offset)
+static inline uint32_t sm_sizeclass_slot_index(const struct sm_sizeclass_info *info,
+                                               uint32_t offset)
 {
     return (uint32_t)(((uint64_t)offset * info->slot_recip) >> 32);
 }

@@ -1,7 +1,9 @@
 /* starmalloc/slab.h: the slab bitmap engine.
  *
- * A slab's metadata (struct sm_slab, 64 bytes, kept out of band) records which of its up to
+ * A slab's metadata (struct sm_slab, 128 bytes, kept out of band) records which of its up to
  * 256 slots are in use and links the slab into one of its class's state lists by index.
+ * A slot is free, allocated (owned by the user), or deferred: freed by the user but not yet
+ * reusable (held in a quarantine). A deferred slot still counts as in use.
  * The engine works only on memory it is handed: it never maps, locks or reports; callers
  * hold the lock of the (arena, class) that owns the slabs. */
 #ifndef STARMALLOC_SLAB_H
@@ -28,21 +30,25 @@ enum sm_slab_state {
 };
 
 struct sm_slab {
-    uint64_t used[4];  /* bit i set = slot i in use; bits >= slots stay set */
-    uint32_t prev;     /* neighbours in the state list, by slab index */
+    uint64_t
+        used[4]; /* bit i set = slot i in use (allocated or deferred); bits >= slots stay set */
+    uint64_t deferred[4]; /* bit i set = slot i freed by the user, not yet reusable */
+    uint32_t prev;        /* neighbours in the state list, by slab index */
     uint32_t next;
-    uint16_t in_use;   /* slots in use */
-    uint16_t slots;    /* slots in this slab */
-    uint8_t state;     /* enum sm_slab_state */
+    uint16_t in_use; /* slots in use */
+    uint16_t slots;  /* slots in this slab */
+    uint8_t state;   /* enum sm_slab_state */
     uint8_t reserved[3];
-    uint64_t secret;   /* per-slab random value for the hardening policies */
-    uint64_t spare;
+    uint64_t secret; /* per-slab random value for the hardening policies (canaries) */
+    uint64_t spare[5];
 };
-_Static_assert(sizeof(struct sm_slab) == 64, "slab metadata is one cache line");
+_Static_assert(sizeof(struct sm_slab) == 128, "slab metadata is two cache lines");
 
-/* One list per state, doubly linked through sm_slab.prev/next. */
+/* One list per state, doubly linked through sm_slab.prev/next; slabs enter at the head,
+ * so the tail is the slab that has been on the list longest. */
 struct sm_slab_list {
     uint32_t head;
+    uint32_t tail;
     uint32_t count;
 };
 struct sm_slab_lists {
@@ -51,7 +57,7 @@ struct sm_slab_lists {
 
 enum sm_slab_release_result {
     SM_SLAB_RELEASED = 0,
-    SM_SLAB_DOUBLE_FREE, /* the slot was already free: nothing changed */
+    SM_SLAB_DOUBLE_FREE, /* the slot was not allocated (free or deferred): nothing changed */
 };
 
 /* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked. */
@@ -64,12 +70,22 @@ int sm_slab_claim_slot(struct sm_slab *slab);
  * its index, or -1 when the slab is full. Used to hand out slots in random order. */
 int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start);
 
-/* Marks slot (< slab->slots) free. Releasing a slot that is not in use changes nothing and
- * returns SM_SLAB_DOUBLE_FREE. */
+/* Marks an allocated slot (< slab->slots) free. A slot that is free or deferred is left
+ * unchanged and SM_SLAB_DOUBLE_FREE is returned. */
 enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned slot);
 
-/* Whether slot is in use. */
+/* Marks an allocated slot deferred: freed, but not claimable until sm_slab_release_deferred.
+ * A slot that is free or already deferred is left unchanged and SM_SLAB_DOUBLE_FREE returned. */
+enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot);
+
+/* Makes a deferred slot free (claimable). The slot must be deferred. */
+void sm_slab_release_deferred(struct sm_slab *slab, unsigned slot);
+
+/* Whether slot is in use (allocated or deferred). */
 bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot);
+
+/* Whether slot is allocated: in use and not deferred. */
+bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot);
 
 static inline bool sm_slab_is_full(const struct sm_slab *slab)
 {
@@ -90,14 +106,19 @@ void sm_slab_set_state(struct sm_slab_lists *lists, struct sm_slab *slabs, uint3
                        enum sm_slab_state state);
 
 /* The first slab of `state`'s list, or SM_SLAB_NIL. */
-static inline uint32_t sm_slab_list_first(const struct sm_slab_lists *lists, enum sm_slab_state state)
+static inline uint32_t sm_slab_list_first(const struct sm_slab_lists *lists,
+                                          enum sm_slab_state state)
 {
     return lists->by_state[state].head;
 }
 
-/* The last slab of `state`'s list (the one there longest), or SM_SLAB_NIL. O(length). */
-uint32_t sm_slab_list_last(const struct sm_slab_lists *lists, const struct sm_slab *slabs,
-                           enum sm_slab_state state);
+/* The last slab of `state`'s list (the one there longest), or SM_SLAB_NIL. */
+static inline uint32_t sm_slab_list_last(const struct sm_slab_lists *lists,
+                                         const struct sm_slab *slabs, enum sm_slab_state state)
+{
+    (void)slabs; /* the list keeps its tail; the array stays in the signature like its siblings */
+    return lists->by_state[state].tail;
+}
 
 #ifdef __cplusplus
 }

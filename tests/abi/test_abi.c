@@ -1,0 +1,821 @@
+/* ABI conformance of the C allocation functions (C17/C23, POSIX, glibc semantics).
+ *
+ * One source, two programs:
+ *   test_abi_prefixed (-DSM_ABI_PREFIXED): calls starmalloc_malloc & co., links starmalloc_core;
+ *   test_abi_override: calls plain malloc & co., links libstarmalloc.so, which overrides them
+ *                      (so cmocka's own allocations run through StarMalloc as well). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <starmalloc.h>
+
+#ifdef SM_ABI_PREFIXED
+#define ABI(name) starmalloc_##name
+#else
+#define ABI(name) name
+/* C23 functions that this glibc does not declare yet (libstarmalloc defines them). */
+void free_sized(void *p, size_t size);
+void free_aligned_sized(void *p, size_t align, size_t size);
+#endif
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define SMALL_MAX ((size_t)128 * KiB) /* the largest small class of the default table */
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+/* Hides a value from the optimiser, so that it can neither fold an alignment or NULL check
+ * it believes it knows the answer to, nor warn about constant sizes we pass on purpose. */
+static void *opaque(void *p)
+{
+    __asm__ volatile("" : "+r"(p));
+    return p;
+}
+
+static size_t opaque_size(size_t n)
+{
+    __asm__ volatile("" : "+r"(n));
+    return n;
+}
+
+static bool is_aligned(const void *p, size_t align)
+{
+    return ((uintptr_t)opaque((void *)(uintptr_t)p) & (align - 1)) == 0;
+}
+
+static size_t page_size(void)
+{
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static unsigned char pattern_byte(unsigned seed, size_t i)
+{
+    return (unsigned char)((i * 131u + seed * 7u + (i >> 9)) ^ (seed >> 3));
+}
+
+static void fill(void *p, size_t n, unsigned seed)
+{
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        b[i] = pattern_byte(seed, i);
+}
+
+/* Index of the first byte that differs from the pattern, or n. */
+static size_t check_fill(const void *p, size_t n, unsigned seed)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != pattern_byte(seed, i))
+            return i;
+    return n;
+}
+
+static bool all_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0)
+            return false;
+    return true;
+}
+
+/* Allocates size bytes with malloc and checks the basic contract; returns the block. */
+static void *checked_malloc(size_t size)
+{
+    void *p = ABI(malloc)(opaque_size(size));
+    assert_non_null(p);
+    assert_true(is_aligned(p, 16));
+    assert_true(ABI(malloc_usable_size)(p) >= size);
+    return p;
+}
+
+/* Sizes around powers of two from 4 KiB to 4 MiB. */
+static size_t large_sweep(size_t out[], size_t cap)
+{
+    size_t n = 0;
+    for (size_t s = 4 * KiB; s <= 4 * MiB; s <<= 1) {
+        size_t around[] = {s - 1, s, s + 1};
+        for (size_t i = 0; i < 3 && n < cap; i++)
+            out[n++] = around[i];
+    }
+    return n;
+}
+
+/* ---- malloc ----------------------------------------------------------------------------- */
+
+static void malloc_every_small_size(void **state)
+{
+    (void)state;
+    enum { N = 4097 };
+    /* The program's calloc: StarMalloc's when overridden. */
+    void **blocks = calloc(N, sizeof(void *));
+    assert_non_null(blocks);
+    for (size_t size = 0; size < N; size++) {
+        blocks[size] = checked_malloc(size);
+        memset(blocks[size], 0xa5, size);
+        fill(blocks[size], size, (unsigned)size);
+    }
+    /* All blocks live at once: no overlap, contents survive the other allocations. */
+    for (size_t size = 0; size < N; size++) {
+        assert_int_equal(check_fill(blocks[size], size, (unsigned)size), size);
+        ABI(free)(blocks[size]);
+    }
+    free(blocks);
+}
+
+static void malloc_large_sizes(void **state)
+{
+    (void)state;
+    size_t sizes[64];
+    size_t n = large_sweep(sizes, 64);
+    void *blocks[64];
+    for (size_t i = 0; i < n; i++) {
+        blocks[i] = checked_malloc(sizes[i]);
+        fill(blocks[i], sizes[i], (unsigned)i);
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(check_fill(blocks[i], sizes[i], (unsigned)i), sizes[i]);
+        ABI(free)(blocks[i]);
+    }
+}
+
+static int compare_pointers(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void malloc_zero_distinct(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    uintptr_t *ptrs = calloc(N, sizeof(uintptr_t));
+    assert_non_null(ptrs);
+    for (size_t i = 0; i < N; i++) {
+        void *p = ABI(malloc)(opaque_size(0));
+        assert_non_null(p);
+        assert_true(is_aligned(p, 16));
+        ptrs[i] = (uintptr_t)p;
+    }
+    qsort(ptrs, N, sizeof(uintptr_t), compare_pointers);
+    for (size_t i = 1; i < N; i++)
+        assert_true(ptrs[i - 1] != ptrs[i]);
+    for (size_t i = 0; i < N; i++)
+        ABI(free)((void *)ptrs[i]);
+    free(ptrs);
+}
+
+static void malloc_too_large(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {SIZE_MAX, (size_t)PTRDIFF_MAX + 1, (size_t)PTRDIFF_MAX,
+                            SIZE_MAX - 4096};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        errno = 0;
+        void *p = ABI(malloc)(opaque_size(sizes[i]));
+        assert_null(p);
+        assert_int_equal(errno, ENOMEM);
+    }
+}
+
+/* ---- calloc ----------------------------------------------------------------------------- */
+
+static void calloc_zeroed(void **state)
+{
+    (void)state;
+    size_t sizes[64];
+    size_t n = large_sweep(sizes, 64);
+    for (size_t size = 0; size <= 2048; size += 7) {
+        unsigned char *p = ABI(calloc)(1, opaque_size(size));
+        assert_non_null(p);
+        assert_true(is_aligned(p, 16));
+        assert_true(all_zero(p, size));
+        ABI(free)(p);
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *p = ABI(calloc)(opaque_size(sizes[i]), 1);
+        assert_non_null(p);
+        assert_true(all_zero(p, sizes[i]));
+        ABI(free)(p);
+    }
+    /* count * size, not just one of them. */
+    unsigned char *p = ABI(calloc)(opaque_size(1000), opaque_size(300));
+    assert_non_null(p);
+    assert_true(all_zero(p, 300000));
+    ABI(free)(p);
+}
+
+static void calloc_zeroed_after_reuse(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {1, 16, 17, 100, 112, 500, 4096, 10000, 65536, 131072, 200000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t size = sizes[i];
+        for (int round = 0; round < 50; round++) {
+            /* Dirty a few blocks of this size, give them back, then calloc them again. */
+            void *dirty[4];
+            for (int k = 0; k < 4; k++) {
+                dirty[k] = ABI(malloc)(opaque_size(size));
+                assert_non_null(dirty[k]);
+                memset(dirty[k], 0xff, ABI(malloc_usable_size)(dirty[k]));
+            }
+            for (int k = 0; k < 4; k++)
+                ABI(free)(dirty[k]);
+            void *clean[4];
+            for (int k = 0; k < 4; k++) {
+                clean[k] = ABI(calloc)(opaque_size(size), 1);
+                assert_non_null(clean[k]);
+                assert_true(all_zero(clean[k], size));
+            }
+            for (int k = 0; k < 4; k++)
+                ABI(free)(clean[k]);
+        }
+    }
+}
+
+static void calloc_overflow(void **state)
+{
+    (void)state;
+    const size_t half = SIZE_MAX / 2 + 1;
+    const size_t pairs[][2] = {
+        {half, 2}, {2, half}, {SIZE_MAX, SIZE_MAX}, {(size_t)1 << 32, (size_t)1 << 32}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        errno = 0;
+        void *p = ABI(calloc)(opaque_size(pairs[i][0]), opaque_size(pairs[i][1]));
+        assert_null(p);
+        assert_int_equal(errno, ENOMEM);
+    }
+    /* No overflow, but above PTRDIFF_MAX. */
+    errno = 0;
+    assert_null(ABI(calloc)(opaque_size(half / 2), opaque_size(2)));
+    assert_int_equal(errno, ENOMEM);
+}
+
+static void calloc_zero_count(void **state)
+{
+    (void)state;
+    void *a = ABI(calloc)(opaque_size(0), opaque_size(5));
+    void *b = ABI(calloc)(opaque_size(5), opaque_size(0));
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    ABI(free)(a);
+    ABI(free)(b);
+}
+
+/* ---- realloc ---------------------------------------------------------------------------- */
+
+static void realloc_null_is_malloc(void **state)
+{
+    (void)state;
+    void *p = ABI(realloc)(NULL, opaque_size(100));
+    assert_non_null(p);
+    assert_true(is_aligned(p, 16));
+    assert_true(ABI(malloc_usable_size)(p) >= 100);
+    memset(p, 1, 100);
+    ABI(free)(p);
+    p = ABI(realloc)(NULL, opaque_size(300 * KiB));
+    assert_non_null(p);
+    assert_true(ABI(malloc_usable_size)(p) >= 300 * KiB);
+    memset(p, 1, 300 * KiB);
+    ABI(free)(p);
+}
+
+/* Moves a block through a sequence of sizes, checking that the common prefix survives. */
+static void realloc_chain(const size_t *sizes, size_t n)
+{
+    unsigned seed = (unsigned)sizes[0];
+    void *p = checked_malloc(sizes[0]);
+    fill(p, sizes[0], seed);
+    for (size_t i = 1; i < n; i++) {
+        void *q = ABI(realloc)(p, opaque_size(sizes[i]));
+        assert_non_null(q);
+        assert_true(is_aligned(q, 16));
+        assert_true(ABI(malloc_usable_size)(q) >= sizes[i]);
+        size_t kept = sizes[i - 1] < sizes[i] ? sizes[i - 1] : sizes[i];
+        assert_int_equal(check_fill(q, kept, seed), kept);
+        seed++;
+        fill(q, sizes[i], seed);
+        p = q;
+    }
+    ABI(free)(p);
+}
+
+static void realloc_keeps_content(void **state)
+{
+    (void)state;
+    const size_t small_small[] = {20, 200, 1000, 5000, 64, 16, 100000, 7};
+    const size_t small_large[] = {1000, 200 * KiB, 130 * KiB, SMALL_MAX + 1};
+    const size_t large_large[] = {200 * KiB, MiB, 3 * MiB + 5, 512 * KiB, 4 * MiB};
+    const size_t large_small[] = {MiB, 100, 2 * MiB, SMALL_MAX, SMALL_MAX + 1, 1};
+    realloc_chain(small_small, sizeof(small_small) / sizeof(small_small[0]));
+    realloc_chain(small_large, sizeof(small_large) / sizeof(small_large[0]));
+    realloc_chain(large_large, sizeof(large_large) / sizeof(large_large[0]));
+    realloc_chain(large_small, sizeof(large_small) / sizeof(large_small[0]));
+}
+
+static void realloc_in_place(void **state)
+{
+    (void)state;
+    /* Growing within the usable size keeps the size class, so the block stays put: with
+     * the default table 100 and 110 are both in the 112-byte class (less a canary, if any);
+     * a large block keeps its place while its page count does not change. */
+    const size_t sizes[] = {1, 24, 100, 1000, 5000, 100000, 200000, MiB + 1};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        void *p = checked_malloc(sizes[i]);
+        size_t usable = ABI(malloc_usable_size)(p);
+        fill(p, sizes[i], (unsigned)i);
+        for (size_t n = sizes[i]; n <= usable; n++) {
+            void *q = ABI(realloc)(p, opaque_size(n));
+            assert_ptr_equal(q, p);
+            assert_int_equal(ABI(malloc_usable_size)(q), usable);
+        }
+        assert_int_equal(check_fill(p, sizes[i], (unsigned)i), sizes[i]);
+        ABI(free)(p);
+    }
+}
+
+static void realloc_zero_frees(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {1, 100, 4096, 100000, MiB};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        void *p = checked_malloc(sizes[i]);
+        memset(p, 3, sizes[i]);
+        assert_null(ABI(realloc)(p, opaque_size(0)));
+    }
+}
+
+static void realloc_failure_keeps_block(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {100, 100000, MiB};
+    /* Above PTRDIFF_MAX, and sizes that pass that check but cannot be mapped. */
+    const size_t huge[] = {SIZE_MAX, (size_t)PTRDIFF_MAX + 1, SIZE_MAX - 4096, (size_t)PTRDIFF_MAX,
+                           (size_t)1 << 62};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        for (size_t j = 0; j < sizeof(huge) / sizeof(huge[0]); j++) {
+            void *p = checked_malloc(sizes[i]);
+            fill(p, sizes[i], (unsigned)(i + j));
+            errno = 0;
+            /* opaque(p): gcc must not treat p as dead after a realloc that failed. */
+            void *q = ABI(realloc)(opaque(p), opaque_size(huge[j]));
+            assert_null(q);
+            assert_int_equal(errno, ENOMEM);
+            assert_true(ABI(malloc_usable_size)(p) >= sizes[i]);
+            assert_int_equal(check_fill(p, sizes[i], (unsigned)(i + j)), sizes[i]);
+            ABI(free)(p);
+        }
+    }
+}
+
+/* ---- reallocarray ----------------------------------------------------------------------- */
+
+static void reallocarray_works(void **state)
+{
+    (void)state;
+    int *a = ABI(reallocarray)(NULL, opaque_size(10), sizeof(int));
+    assert_non_null(a);
+    for (int i = 0; i < 10; i++)
+        a[i] = i * 3;
+    int *b = ABI(reallocarray)(a, opaque_size(100000), sizeof(int));
+    assert_non_null(b);
+    assert_true(ABI(malloc_usable_size)(b) >= 100000 * sizeof(int));
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(b[i], i * 3);
+    b[99999] = 7;
+    ABI(free)(b);
+}
+
+static void reallocarray_overflow(void **state)
+{
+    (void)state;
+    void *p = checked_malloc(256);
+    fill(p, 256, 9);
+    const size_t pairs[][2] = {
+        {SIZE_MAX / 2 + 1, 2}, {2, SIZE_MAX / 2 + 1}, {SIZE_MAX, SIZE_MAX}, {(size_t)1 << 61, 2}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        errno = 0;
+        void *q = ABI(reallocarray)(opaque(p), opaque_size(pairs[i][0]), opaque_size(pairs[i][1]));
+        assert_null(q);
+        assert_int_equal(errno, ENOMEM);
+        assert_int_equal(check_fill(p, 256, 9), 256);
+    }
+    ABI(free)(p);
+}
+
+/* ---- aligned allocation ----------------------------------------------------------------- */
+
+static void aligned_alloc_powers_of_two(void **state)
+{
+    (void)state;
+    for (size_t align = 1; align <= 4 * MiB; align <<= 1) {
+        if (align > MiB && align != 2 * MiB && align != 4 * MiB)
+            continue;
+        const size_t sizes[] = {1, 16, 100, align - 1, align, align + 1, 3 * align, 200000};
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            size_t size = sizes[i];
+            errno = 0;
+            void *p = ABI(aligned_alloc)(opaque_size(align), opaque_size(size));
+            assert_non_null(p);
+            assert_true(is_aligned(p, align));
+            assert_true(is_aligned(p, 16));
+            assert_true(ABI(malloc_usable_size)(p) >= size);
+            memset(p, 0x5a, size);
+            ABI(free)(p);
+        }
+    }
+}
+
+static void aligned_alloc_bad_alignment(void **state)
+{
+    (void)state;
+    const size_t aligns[] = {0, 3, 24, 48, 100, 4097, SIZE_MAX};
+    for (size_t i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+        errno = 0;
+        assert_null(ABI(aligned_alloc)(opaque_size(aligns[i]), opaque_size(64)));
+        assert_int_equal(errno, EINVAL);
+    }
+}
+
+static void aligned_alloc_huge_alignment(void **state)
+{
+    (void)state;
+    /* Valid alignments that no address space can satisfy: ENOMEM, not a crash. */
+    const size_t aligns[] = {(size_t)1 << 62, (size_t)1 << 63};
+    for (size_t i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+        errno = 0;
+        assert_null(ABI(aligned_alloc)(opaque_size(aligns[i]), opaque_size(1)));
+        assert_int_equal(errno, ENOMEM);
+        errno = 0;
+        assert_null(ABI(memalign)(opaque_size(aligns[i]), opaque_size(1)));
+        assert_int_equal(errno, ENOMEM);
+        void *out = NULL;
+        errno = 12345;
+        assert_int_equal(ABI(posix_memalign)(&out, opaque_size(aligns[i]), opaque_size(1)), ENOMEM);
+        assert_int_equal(errno, 12345);
+        assert_null(out);
+    }
+    /* glibc memalign: an alignment above the largest power of two is EINVAL. */
+    errno = 0;
+    assert_null(ABI(memalign)(opaque_size(SIZE_MAX), opaque_size(1)));
+    assert_int_equal(errno, EINVAL);
+}
+
+static void realloc_aligned_blocks(void **state)
+{
+    (void)state;
+    /* Over-aligned blocks resize like any other: content kept, 16-byte alignment at least. */
+    const size_t aligns[] = {64, 4096, 65536, 2 * MiB};
+    const size_t sizes[] = {100, 4000, 5000, 300000, 50};
+    for (size_t i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+        void *p = ABI(aligned_alloc)(opaque_size(aligns[i]), opaque_size(sizes[0]));
+        assert_non_null(p);
+        assert_true(is_aligned(p, aligns[i]));
+        fill(p, sizes[0], (unsigned)i);
+        for (size_t j = 1; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+            void *q = ABI(realloc)(p, opaque_size(sizes[j]));
+            assert_non_null(q);
+            assert_true(is_aligned(q, 16));
+            assert_true(ABI(malloc_usable_size)(q) >= sizes[j]);
+            size_t kept = sizes[j - 1] < sizes[j] ? sizes[j - 1] : sizes[j];
+            assert_int_equal(check_fill(q, kept, (unsigned)(i + j - 1)), kept);
+            fill(q, sizes[j], (unsigned)(i + j));
+            p = q;
+        }
+        ABI(free)(p);
+    }
+}
+
+static void posix_memalign_works(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 1, 100, 5000, 200000};
+    for (size_t align = sizeof(void *); align <= MiB; align <<= 1) {
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            void *p = NULL;
+            assert_int_equal(ABI(posix_memalign)(&p, opaque_size(align), opaque_size(sizes[i])), 0);
+            assert_non_null(p);
+            assert_true(is_aligned(p, align));
+            assert_true(ABI(malloc_usable_size)(p) >= sizes[i]);
+            memset(p, 0x11, sizes[i]);
+            ABI(free)(p);
+        }
+    }
+}
+
+static void posix_memalign_errors(void **state)
+{
+    (void)state;
+    void *const sentinel = (void *)(uintptr_t)0xdeadbee0;
+    const size_t bad[] = {0, 1, 2, 4, 24, 3 * sizeof(void *), sizeof(void *) + 1, 4097};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (bad[i] >= sizeof(void *) && (bad[i] & (bad[i] - 1)) == 0)
+            continue; /* a valid alignment on this ABI */
+        void *out = sentinel;
+        errno = 12345;
+        assert_int_equal(ABI(posix_memalign)(&out, opaque_size(bad[i]), opaque_size(64)), EINVAL);
+        assert_int_equal(errno, 12345);
+        assert_ptr_equal(out, sentinel);
+    }
+    const size_t huge[] = {SIZE_MAX, (size_t)PTRDIFF_MAX + 1, SIZE_MAX - 4096};
+    const size_t aligns[] = {16, 4096, 2 * MiB};
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        for (size_t j = 0; j < sizeof(aligns) / sizeof(aligns[0]); j++) {
+            void *out = sentinel;
+            errno = 12345;
+            assert_int_equal(
+                ABI(posix_memalign)(&out, opaque_size(aligns[j]), opaque_size(huge[i])), ENOMEM);
+            assert_int_equal(errno, 12345);
+            assert_ptr_equal(out, sentinel);
+        }
+    }
+}
+
+static void memalign_works(void **state)
+{
+    (void)state;
+    for (size_t align = 1; align <= MiB; align <<= 1) {
+        void *p = ABI(memalign)(opaque_size(align), opaque_size(100));
+        assert_non_null(p);
+        assert_true(is_aligned(p, align));
+        assert_true(is_aligned(p, 16));
+        assert_true(ABI(malloc_usable_size)(p) >= 100);
+        memset(p, 0x22, 100);
+        ABI(free)(p);
+    }
+    /* glibc: an alignment that is not a power of two is rounded up to one. */
+    const size_t odd[][2] = {{24, 32}, {100, 128}, {3, 16}, {5000, 8192}, {0, 16}};
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        void *p = ABI(memalign)(opaque_size(odd[i][0]), opaque_size(40));
+        assert_non_null(p);
+        assert_true(is_aligned(p, odd[i][1]));
+        memset(p, 0x23, 40);
+        ABI(free)(p);
+    }
+}
+
+static void valloc_pvalloc(void **state)
+{
+    (void)state;
+    const size_t page = page_size();
+    const size_t sizes[] = {1, 100, 4095, 4096, 4097, 100000, 300000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t size = sizes[i];
+        void *p = ABI(valloc)(opaque_size(size));
+        assert_non_null(p);
+        assert_true(is_aligned(p, page));
+        assert_true(ABI(malloc_usable_size)(p) >= size);
+        memset(p, 0x33, size);
+        ABI(free)(p);
+
+        size_t rounded = (size + page - 1) / page * page;
+        p = ABI(pvalloc)(opaque_size(size));
+        assert_non_null(p);
+        assert_true(is_aligned(p, page));
+        assert_true(ABI(malloc_usable_size)(p) >= rounded);
+        memset(p, 0x34, rounded);
+        ABI(free)(p);
+    }
+    void *p = ABI(valloc)(opaque_size(0));
+    assert_non_null(p);
+    assert_true(is_aligned(p, page));
+    ABI(free)(p);
+    p = ABI(pvalloc)(opaque_size(0));
+    assert_non_null(p);
+    assert_true(is_aligned(p, page));
+    assert_true(ABI(malloc_usable_size)(p) >= page);
+    memset(p, 0x35, page);
+    ABI(free)(p);
+
+    errno = 0;
+    assert_null(ABI(pvalloc)(opaque_size(SIZE_MAX)));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(ABI(valloc)(opaque_size(SIZE_MAX)));
+    assert_int_equal(errno, ENOMEM);
+}
+
+/* ---- malloc_usable_size, free, free_sized ----------------------------------------------- */
+
+static void usable_size_writable(void **state)
+{
+    (void)state;
+    assert_int_equal(ABI(malloc_usable_size)(NULL), 0);
+    for (size_t size = 0; size <= 3 * SMALL_MAX; size = size < 64 ? size + 1 : size * 5 / 4) {
+        void *p = checked_malloc(size);
+        size_t usable = ABI(malloc_usable_size)(p);
+        assert_true(usable >= size);
+        memset(p, 0x44, usable);
+        /* The usable size is a property of the block: it does not change. */
+        assert_int_equal(ABI(malloc_usable_size)(p), usable);
+        ABI(free)(p);
+    }
+}
+
+static void free_null_and_sized(void **state)
+{
+    (void)state;
+    ABI(free)(NULL);
+    ABI(free_sized)(NULL, opaque_size(0));
+    ABI(free_sized)(NULL, opaque_size(100));
+    ABI(free_aligned_sized)(NULL, opaque_size(64), opaque_size(100));
+
+    const size_t sizes[] = {0, 1, 16, 100, 112, 4096, 100000, SMALL_MAX, SMALL_MAX + 1, MiB + 3};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        void *p = checked_malloc(sizes[i]);
+        memset(p, 0x55, sizes[i]);
+        ABI(free_sized)(p, opaque_size(sizes[i]));
+        /* calloc's size is count * size. */
+        p = ABI(calloc)(opaque_size(3), opaque_size(sizes[i]));
+        assert_non_null(p);
+        ABI(free_sized)(p, opaque_size(3 * sizes[i]));
+    }
+    for (size_t align = 1; align <= 2 * MiB; align <<= 2) {
+        const size_t asizes[] = {1, align, 3 * align, 200000};
+        for (size_t i = 0; i < sizeof(asizes) / sizeof(asizes[0]); i++) {
+            void *p = ABI(aligned_alloc)(opaque_size(align), opaque_size(asizes[i]));
+            assert_non_null(p);
+            memset(p, 0x66, asizes[i]);
+            ABI(free_aligned_sized)(p, opaque_size(align), opaque_size(asizes[i]));
+        }
+    }
+}
+
+/* ---- threads ---------------------------------------------------------------------------- */
+
+enum { THREADS = 8, THREAD_OPS = 4000, THREAD_LIVE = 64 };
+
+struct thread_job {
+    unsigned id;
+    unsigned failures;
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void *thread_main(void *arg)
+{
+    struct thread_job *job = arg;
+    uint64_t rng = 0x9e3779b97f4a7c15u * (job->id + 1);
+    void *live[THREAD_LIVE] = {0};
+    size_t sizes[THREAD_LIVE] = {0};
+    unsigned seeds[THREAD_LIVE] = {0};
+    for (unsigned op = 0; op < THREAD_OPS; op++) {
+        unsigned i = (unsigned)(xorshift(&rng) % THREAD_LIVE);
+        if (live[i]) {
+            if (check_fill(live[i], sizes[i], seeds[i]) != sizes[i])
+                job->failures++;
+            ABI(free)(live[i]);
+            live[i] = NULL;
+            continue;
+        }
+        uint64_t r = xorshift(&rng);
+        size_t size = r % 100 == 0 ? (size_t)(r >> 8) % (512 * KiB) : (size_t)(r >> 8) % 2048;
+        void *p = (r >> 40) % 4 == 0 ? ABI(calloc)(1, size) : ABI(malloc)(size);
+        if (!p || !is_aligned(p, 16) || ABI(malloc_usable_size)(p) < size) {
+            job->failures++;
+            continue;
+        }
+        live[i] = p;
+        sizes[i] = size;
+        seeds[i] = job->id * THREAD_OPS + op;
+        fill(p, size, seeds[i]);
+    }
+    for (unsigned i = 0; i < THREAD_LIVE; i++) {
+        if (live[i] && check_fill(live[i], sizes[i], seeds[i]) != sizes[i])
+            job->failures++;
+        ABI(free)(live[i]);
+    }
+    return NULL;
+}
+
+static void threads_malloc_free(void **state)
+{
+    (void)state;
+    pthread_t tids[THREADS];
+    struct thread_job jobs[THREADS];
+    for (unsigned t = 0; t < THREADS; t++) {
+        jobs[t] = (struct thread_job){t, 0};
+        assert_int_equal(pthread_create(&tids[t], NULL, thread_main, &jobs[t]), 0);
+    }
+    for (unsigned t = 0; t < THREADS; t++) {
+        assert_int_equal(pthread_join(tids[t], NULL), 0);
+        assert_int_equal(jobs[t].failures, 0);
+    }
+}
+
+/* ---- the override ----------------------------------------------------------------------- */
+
+#ifndef SM_ABI_PREFIXED
+static void override_in_effect(void **state)
+{
+    (void)state;
+    /* starmalloc_malloc_usable_size aborts on a pointer StarMalloc did not hand out, and a
+     * block from malloc has the usable size of StarMalloc's (112 with the default table and
+     * no canary). */
+    void *ref = starmalloc_malloc(opaque_size(100));
+    assert_non_null(ref);
+    size_t usable = starmalloc_malloc_usable_size(ref);
+    assert_true(usable >= 100 && usable <= 128);
+    void *p = malloc(opaque_size(100));
+    assert_non_null(p);
+    assert_int_equal(starmalloc_malloc_usable_size(p), usable);
+    assert_int_equal(malloc_usable_size(p), usable);
+    free(p);
+
+    /* Allocations made inside libc go through StarMalloc as well. */
+    char *s = strdup("override"); /* 9 bytes */
+    assert_non_null(s);
+    assert_int_equal(starmalloc_malloc_usable_size(s), malloc_usable_size(s));
+    assert_true(starmalloc_malloc_usable_size(s) >= 9);
+    free(s);
+
+    p = calloc(opaque_size(10), opaque_size(10));
+    assert_int_equal(starmalloc_malloc_usable_size(p), usable);
+    starmalloc_free(ref);
+    p = realloc(p, opaque_size(1000));
+    assert_true(starmalloc_malloc_usable_size(p) >= 1000);
+    free(p);
+}
+
+static void override_mixed_free(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 100, 5000, 100000, MiB};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        void *a = malloc(opaque_size(sizes[i]));
+        void *b = starmalloc_malloc(opaque_size(sizes[i]));
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(starmalloc_malloc_usable_size(a), malloc_usable_size(a));
+        assert_int_equal(malloc_usable_size(b), starmalloc_malloc_usable_size(b));
+        starmalloc_free(a);
+        free(b);
+        a = starmalloc_realloc(malloc(opaque_size(sizes[i])), opaque_size(sizes[i] + 50));
+        b = realloc(starmalloc_malloc(opaque_size(sizes[i])), opaque_size(sizes[i] + 50));
+        assert_non_null(a);
+        assert_non_null(b);
+        free(a);
+        starmalloc_free(b);
+    }
+}
+#endif
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#ifndef SM_ABI_PREFIXED
+        cmocka_unit_test(override_in_effect),
+        cmocka_unit_test(override_mixed_free),
+#endif
+        cmocka_unit_test(malloc_every_small_size),
+        cmocka_unit_test(malloc_large_sizes),
+        cmocka_unit_test(malloc_zero_distinct),
+        cmocka_unit_test(malloc_too_large),
+        cmocka_unit_test(calloc_zeroed),
+        cmocka_unit_test(calloc_zeroed_after_reuse),
+        cmocka_unit_test(calloc_overflow),
+        cmocka_unit_test(calloc_zero_count),
+        cmocka_unit_test(realloc_null_is_malloc),
+        cmocka_unit_test(realloc_keeps_content),
+        cmocka_unit_test(realloc_in_place),
+        cmocka_unit_test(realloc_zero_frees),
+        cmocka_unit_test(realloc_failure_keeps_block),
+        cmocka_unit_test(reallocarray_works),
+        cmocka_unit_test(reallocarray_overflow),
+        cmocka_unit_test(aligned_alloc_powers_of_two),
+        cmocka_unit_test(aligned_alloc_bad_alignment),
+        cmocka_unit_test(aligned_alloc_huge_alignment),
+        cmocka_unit_test(realloc_aligned_blocks),
+        cmocka_unit_test(posix_memalign_works),
+        cmocka_unit_test(posix_memalign_errors),
+        cmocka_unit_test(memalign_works),
+        cmocka_unit_test(valloc_pvalloc),
+        cmocka_unit_test(usable_size_writable),
+        cmocka_unit_test(free_null_and_sized),
+        cmocka_unit_test(threads_malloc_free),
+    };
+#ifdef SM_ABI_PREFIXED
+    return cmocka_run_group_tests_name("abi.prefixed", tests, NULL, NULL);
+#else
+    return cmocka_run_group_tests_name("abi.override", tests, NULL, NULL);
+#endif
+}

@@ -1,0 +1,757 @@
+/* Unit tests for the small-object heap (libs/arena): slots of every class, pointer
+ * resolution, slot status, statistics, thread -> arena assignment, the lock, fork handlers,
+ * and the fatal errors of a bad free.
+ *
+ * sm_arena_init runs once, in the group setup; the tests then share one heap. Tests that
+ * count (statistics) use an (arena, class) pair no other test touches. The tests hold for
+ * every hardening configuration: slots may be handed out in random order, freed slots may
+ * be held in a quarantine, every other slab may be a guard, and the last SM_CANARY_BYTES
+ * bytes of a slot may hold a canary (so only slot_size - SM_CANARY_BYTES bytes are written). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "starmalloc/arena.h"
+#include "starmalloc/config.h"
+#include "starmalloc/hardening.h"
+#include "starmalloc/sizeclass.h"
+
+/* The start of the slab region: class region 0 (arena 0, class 0). Set by the setup. */
+static char *region_base;
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static uint32_t slot_size(unsigned cls)
+{
+    return sm_sizeclass_info(cls)->slot_size;
+}
+
+/* Bytes of a slot the user may write. */
+static size_t usable_size(unsigned cls)
+{
+    return slot_size(cls) - SM_CANARY_BYTES;
+}
+
+static struct sm_slot_ref locate(const void *p)
+{
+    struct sm_slot_ref ref;
+    assert_int_equal(sm_arena_locate(p, &ref), SM_LOCATE_OK);
+    return ref;
+}
+
+/* The start of class region (arena, cls), by the documented layout. */
+static char *class_region(unsigned arena, unsigned cls)
+{
+    return region_base + ((size_t)arena * SM_NB_CLASSES + cls) * sm_arena_class_region_bytes();
+}
+
+static char *slab_start(const struct sm_class_state *s, uint32_t slab)
+{
+    return s->slab_memory + (size_t)slab * s->slab_bytes;
+}
+
+/* Allocates from (arena, cls) and checks everything the contract says about the slot. */
+static char *alloc_checked(unsigned arena, unsigned cls)
+{
+    int zeroed = -1;
+    char *p = sm_arena_alloc(arena, cls, &zeroed);
+    assert_non_null(p);
+    assert_true(sm_arena_contains(p));
+    assert_int_equal((uintptr_t)p % 16, 0);
+    assert_true(zeroed == 0 || zeroed == 1);
+
+    struct sm_slot_ref ref = locate(p);
+    assert_int_equal(ref.slot_size, slot_size(cls));
+    assert_int_equal(ref.owner->class_index, cls);
+    assert_ptr_equal(ref.owner->slab_memory, class_region(arena, cls));
+    assert_true(ref.slot < ref.owner->info.slots);
+    assert_ptr_equal(p, slab_start(ref.owner, ref.slab) + (size_t)ref.slot * ref.slot_size);
+
+    size_t usable = 0;
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);
+    assert_int_equal(usable, usable_size(cls));
+    if (zeroed) {
+        for (size_t i = 0; i < usable; i++)
+            assert_int_equal(p[i], 0);
+    }
+    return p;
+}
+
+static int compare_pointers(const void *a, const void *b)
+{
+    char *const *pa = a;
+    char *const *pb = b;
+    uintptr_t x = (uintptr_t)*pa;
+    uintptr_t y = (uintptr_t)*pb;
+    return x < y ? -1 : x > y;
+}
+
+/* Prepares a forked child: default signal dispositions (cmocka catches some signals to
+ * report a crashed test, which must not happen in a child), no core dump, and a deadline. */
+static void child_setup(void)
+{
+    static const int signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGALRM};
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+        signal(signals[i], SIG_DFL);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    alarm(10); /* a deadlock becomes SIGALRM */
+}
+
+static int wait_child(pid_t pid)
+{
+    int status;
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* Runs what(arg) in a forked child whose stderr (a SOCK_SEQPACKET socket: one message per
+ * write(2)) is captured into out; returns the wait status. */
+static int run_in_child(void (*what)(void *), void *arg, char *out, size_t out_size,
+                        unsigned *writes)
+{
+    int fds[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[1]);
+        what(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    *writes = 0;
+    for (;;) {
+        ssize_t n = recv(fds[0], out + len, out_size - 1 - len, 0);
+        assert_true(n >= 0);
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        ++*writes;
+    }
+    out[len] = '\0';
+    close(fds[0]);
+    return wait_child(pid);
+}
+
+/* Asserts that what(p) aborts after writing exactly "starmalloc: fatal: <message> at <p>\n"
+ * in one write. */
+static void assert_fatal(void (*what)(void *), void *p, const char *message)
+{
+    char out[512];
+    unsigned writes;
+    int status = run_in_child(what, p, out, sizeof(out), &writes);
+    char expected[256];
+    snprintf(expected, sizeof(expected), "starmalloc: fatal: %s at 0x%" PRIxPTR "\n", message,
+             (uintptr_t)p);
+    assert_string_equal(out, expected);
+    assert_int_equal(writes, 1);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+}
+
+static void free_in_child(void *p)
+{
+    sm_arena_free(p);
+}
+
+/* ---- setup ------------------------------------------------------------------------------ */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (!sm_arena_init())
+        return -1;
+    /* What the shim does: the fork handlers run around every fork(). */
+    if (pthread_atfork(sm_arena_fork_prepare, sm_arena_fork_parent, sm_arena_fork_child) != 0)
+        return -1;
+    /* Class region 0 starts the slab region. */
+    int zeroed;
+    void *p = sm_arena_alloc(0, 0, &zeroed);
+    struct sm_slot_ref ref;
+    if (!p || sm_arena_locate(p, &ref) != SM_LOCATE_OK)
+        return -1;
+    region_base = ref.owner->slab_memory;
+    sm_arena_free(p);
+    return 0;
+}
+
+/* ---- layout ----------------------------------------------------------------------------- */
+
+static void test_layout_of_the_slab_region(void **state)
+{
+    (void)state;
+    size_t region = sm_arena_class_region_bytes();
+    assert_true(region > 0);
+    assert_int_equal(region & (region - 1), 0); /* a power of two */
+    for (unsigned c = 0; c < SM_NB_CLASSES; c++)
+        assert_true(region >= 2 * sm_sizeclass_slab_bytes(c)); /* room for several slabs */
+    assert_int_equal(sm_arena_slab_region_bytes(), (size_t)SM_ARENAS * SM_NB_CLASSES * region);
+
+    /* sm_arena_contains is exactly the slab region. */
+    size_t total = sm_arena_slab_region_bytes();
+    assert_true(sm_arena_contains(region_base));
+    assert_true(sm_arena_contains(region_base + total / 2));
+    assert_true(sm_arena_contains(region_base + total - 1));
+    assert_false(sm_arena_contains(region_base - 1));
+    assert_false(sm_arena_contains(region_base + total));
+    int on_the_stack;
+    assert_false(sm_arena_contains(&on_the_stack));
+    assert_false(sm_arena_contains(NULL));
+}
+
+/* ---- slots of every class --------------------------------------------------------------- */
+
+static void test_every_class_hands_out_distinct_writable_slots(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
+        /* More than two slabs' worth, so that slabs are filled and new ones taken. */
+        size_t n = 2 * (size_t)sm_sizeclass_info(c)->slots + 1;
+        char **p = calloc(n, sizeof(*p));
+        assert_non_null(p);
+        for (size_t i = 0; i < n; i++) {
+            p[i] = alloc_checked(0, c);
+            memset(p[i], (int)(i % 251) + 1, usable_size(c));
+        }
+        /* No two slots overlap: sorted, each ends before the next begins... */
+        char **sorted = calloc(n, sizeof(*sorted));
+        assert_non_null(sorted);
+        memcpy(sorted, p, n * sizeof(*p));
+        qsort(sorted, n, sizeof(*sorted), compare_pointers);
+        for (size_t i = 0; i + 1 < n; i++)
+            assert_true(sorted[i] + slot_size(c) <= sorted[i + 1]);
+        /* ...and every slot still holds what was written to it. */
+        for (size_t i = 0; i < n; i++) {
+            for (size_t b = 0; b < usable_size(c); b++) {
+                if (p[i][b] != (char)((int)(i % 251) + 1))
+                    fail_msg("class %u: slot %zu byte %zu overwritten", c, i, b);
+            }
+            size_t usable;
+            assert_int_equal(sm_arena_slot_status(p[i], &usable), SM_SLOT_IN_USE);
+        }
+        for (size_t i = 0; i < n; i++) {
+            sm_arena_free(p[i]);
+            size_t usable = 12345;
+            assert_int_equal(sm_arena_slot_status(p[i], &usable), SM_SLOT_FREE);
+            assert_int_equal(usable, 12345); /* only set for a slot in use */
+        }
+        free(sorted);
+        free(p);
+    }
+}
+
+static void test_zeroed_slots_are_zero(void **state)
+{
+    (void)state;
+    /* Write, free, allocate again many times: whenever alloc says "zeroed", it is. */
+    unsigned cls = sm_sizeclass_of(200);
+    for (int round = 0; round < 2000; round++) {
+        int zeroed;
+        char *p = sm_arena_alloc(1 % SM_ARENAS, cls, &zeroed);
+        assert_non_null(p);
+        if (zeroed) {
+            for (size_t i = 0; i < usable_size(cls); i++)
+                assert_int_equal(p[i], 0);
+        }
+        memset(p, 0xff, usable_size(cls));
+        sm_arena_free(p);
+    }
+}
+
+/* ---- pointer resolution ----------------------------------------------------------------- */
+
+static void test_locate_resolves_slot_starts_only(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
+        const struct sm_sizeclass_info *info = sm_sizeclass_info(c);
+        char *p = alloc_checked(0, c);
+        struct sm_slot_ref ref = locate(p);
+        struct sm_slot_ref other;
+
+        /* Interior bytes are not slot starts. */
+        if (info->slot_size > 16)
+            assert_int_equal(sm_arena_locate(p + 16, &other), SM_LOCATE_NOT_SLOT_START);
+        else
+            assert_int_equal(sm_arena_locate(p + 16, &other), SM_LOCATE_OK); /* the next slot */
+        assert_int_equal(sm_arena_locate(p + 1, &other), SM_LOCATE_NOT_SLOT_START);
+        assert_int_equal(sm_arena_locate(p + info->slot_size - 1, &other),
+                         SM_LOCATE_NOT_SLOT_START);
+        size_t usable;
+        assert_int_equal(sm_arena_slot_status(p + 1, &usable), SM_SLOT_INVALID);
+
+        /* Every slot of the slab resolves to itself; the tail past the last slot does not. */
+        char *slab = slab_start(ref.owner, ref.slab);
+        for (uint32_t k = 0; k < info->slots; k++) {
+            assert_int_equal(sm_arena_locate(slab + (size_t)k * info->slot_size, &other),
+                             SM_LOCATE_OK);
+            assert_int_equal(other.slab, ref.slab);
+            assert_int_equal(other.slot, k);
+            assert_ptr_equal(other.owner, ref.owner);
+            assert_int_equal(other.slot_size, info->slot_size);
+        }
+        char *tail = slab + (size_t)info->slots * info->slot_size;
+        if (tail < slab + sm_sizeclass_slab_bytes(c))
+            assert_int_equal(sm_arena_locate(tail, &other), SM_LOCATE_NOT_SLOT_START);
+        sm_arena_free(p);
+    }
+}
+
+static void test_locate_knows_every_class_region(void **state)
+{
+    (void)state;
+    /* The first slot of slab 0 and of the last whole slab of every (arena, class) region. */
+    for (unsigned a = 0; a < SM_ARENAS; a++) {
+        for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
+            size_t slab_bytes = sm_sizeclass_slab_bytes(c);
+            size_t last = sm_arena_class_region_bytes() / slab_bytes - 1;
+            char *starts[] = {class_region(a, c), class_region(a, c) + last * slab_bytes};
+            for (int i = 0; i < 2; i++) {
+                struct sm_slot_ref ref = locate(starts[i]);
+                assert_ptr_equal(ref.owner->slab_memory, class_region(a, c));
+                assert_int_equal(ref.owner->class_index, c);
+                assert_int_equal(ref.slab, i ? last : 0);
+                assert_int_equal(ref.slot, 0);
+            }
+        }
+    }
+}
+
+/* ---- slot status ------------------------------------------------------------------------ */
+
+static void test_slot_status_follows_the_slot(void **state)
+{
+    (void)state;
+    unsigned cls = sm_sizeclass_of(64);
+    char *p = alloc_checked(0, cls);
+    size_t usable;
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);
+    assert_int_equal(usable, usable_size(cls));
+    sm_arena_free(p);
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_FREE);
+
+    /* A slab never used: nothing there is a slot. */
+    struct sm_class_state *s = locate(p).owner;
+    char *unused = slab_start(s, s->max_slabs - 1);
+    assert_true(s->fresh_next < s->max_slabs - 1);
+    assert_int_equal(sm_arena_slot_status(unused, &usable), SM_SLOT_INVALID);
+}
+
+static void test_an_overflow_into_the_canary_shows_in_the_status(void **state)
+{
+    (void)state;
+    if (!SM_CANARIES)
+        skip();
+    unsigned cls = sm_sizeclass_of(100);
+    char *p = alloc_checked(0, cls);
+    size_t usable;
+    p[usable_size(cls)] ^= 0x40; /* one byte past what the user owns */
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_CANARY_CORRUPTED);
+    p[usable_size(cls)] ^= 0x40;
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);
+    sm_arena_free(p);
+}
+
+static void test_guard_slabs_hold_no_slots_and_fault(void **state)
+{
+    (void)state;
+    unsigned cls = sm_sizeclass_of(4096);
+    size_t n = 6 * (size_t)sm_sizeclass_info(cls)->slots;
+    char **p = calloc(n, sizeof(*p));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = alloc_checked(2 % SM_ARENAS, cls);
+
+    struct sm_class_state *s = locate(p[0]).owner;
+    unsigned guards = 0;
+    for (uint32_t slab = 0; slab < s->fresh_next; slab++) {
+        if (s->slabs[slab].state != SM_SLAB_GUARD)
+            continue;
+        guards++;
+        char *g = slab_start(s, slab);
+        size_t usable;
+        assert_int_equal(sm_arena_slot_status(g, &usable), SM_SLOT_INVALID);
+        for (size_t i = 0; i < n; i++)
+            assert_true(p[i] < g || p[i] >= g + s->slab_bytes);
+        /* A guard is inaccessible: touching it kills the process. */
+        pid_t pid = fork();
+        if (pid == 0) {
+            child_setup();
+            *(volatile char *)g = 1;
+            _exit(0);
+        }
+        int status = wait_child(pid);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), SIGSEGV);
+    }
+    /* One guard after every SM_GUARD_INTERVAL slabs (none when 0). */
+    if (SM_GUARD_INTERVAL)
+        assert_int_equal(guards, s->fresh_next / (SM_GUARD_INTERVAL + 1));
+    else
+        assert_int_equal(guards, 0);
+    for (size_t i = 0; i < n; i++)
+        sm_arena_free(p[i]);
+    free(p);
+}
+
+/* ---- statistics and reuse --------------------------------------------------------------- */
+
+/* How many of the first `used` slabs of a class region can hold slots (are not guards). */
+static uint32_t slabs_holding_slots(uint32_t used)
+{
+    return SM_GUARD_INTERVAL ? used - used / (SM_GUARD_INTERVAL + 1) : used;
+}
+
+/* Runs first, on a pair nothing else uses: arena SM_ARENAS - 1, the class of 1 KiB. */
+static void test_statistics_over_fill_and_free(void **state)
+{
+    (void)state;
+    const unsigned arena = SM_ARENAS - 1;
+    const unsigned cls = sm_sizeclass_of(1024);
+    const uint32_t slots = sm_sizeclass_info(cls)->slots;
+    const size_t n = 100 * (size_t)slots + 3; /* 100 full slabs and a partial one */
+    char **p = calloc(n, sizeof(*p));
+    assert_non_null(p);
+
+    struct sm_class_stats st;
+    sm_arena_class_stats(arena, cls, &st);
+    assert_int_equal(st.slots_in_use, 0); /* untouched so far */
+    assert_int_equal(st.slabs_used, 0);
+
+    for (size_t i = 0; i < n; i++)
+        p[i] = alloc_checked(arena, cls);
+    sm_arena_class_stats(arena, cls, &st);
+    assert_int_equal(st.slots_in_use, n);
+    assert_int_equal(st.slots_quarantined, 0);
+    assert_int_equal(st.slabs_full, 100);
+    assert_int_equal(st.slabs_partial, 1);
+    assert_int_equal(st.slabs_empty + st.slabs_quarantined + st.slabs_decommitted, 0);
+    assert_int_equal(slabs_holding_slots(st.slabs_used), 101);
+
+    for (size_t i = 0; i < n; i++)
+        sm_arena_free(p[i]);
+    sm_arena_class_stats(arena, cls, &st);
+    /* Only the slot quarantine still holds freed slots back. */
+    assert_int_equal(st.slots_in_use, st.slots_quarantined);
+    if (SM_SLOT_QUARANTINE)
+        assert_true(st.slots_quarantined <= 2 * (uint64_t)locate(p[0]).owner->quarantine_capacity);
+    else
+        assert_int_equal(st.slots_quarantined, 0);
+    /* Every slab handed out is on some list; emptied slabs are retained, up to a bound. */
+    assert_int_equal(st.slabs_partial + st.slabs_full + st.slabs_empty + st.slabs_quarantined +
+                         st.slabs_decommitted,
+                     101);
+    assert_in_range(st.slabs_empty, 1, SM_EMPTY_SLABS_KEPT);
+    if (SM_SLAB_QUARANTINE)
+        assert_in_range(st.slabs_quarantined, 1, SM_SLAB_QUARANTINE);
+    else
+        assert_int_equal(st.slabs_quarantined, 0);
+
+    /* Allocating as much again takes every slot that is not held back (by the slot
+     * quarantine, or in a quarantined slab) before it takes a fresh slab. */
+    uint64_t reusable = (uint64_t)(101 - st.slabs_quarantined) * slots - st.slots_quarantined;
+    uint64_t from_fresh = n > reusable ? n - reusable : 0;
+    uint32_t expected_slabs = 101 + (uint32_t)((from_fresh + slots - 1) / slots);
+    for (size_t i = 0; i < n; i++)
+        p[i] = alloc_checked(arena, cls);
+    sm_arena_class_stats(arena, cls, &st);
+    assert_int_equal(st.slots_in_use - st.slots_quarantined, n);
+    assert_int_equal(slabs_holding_slots(st.slabs_used), expected_slabs);
+    for (size_t i = 0; i < n; i++)
+        sm_arena_free(p[i]);
+    free(p);
+}
+
+static void test_trim_returns_empty_slabs(void **state)
+{
+    (void)state;
+    const unsigned arena = SM_ARENAS - 1;
+    const unsigned cls = sm_sizeclass_of(1024);
+    struct sm_class_stats before, after;
+    sm_arena_class_stats(arena, cls, &before);
+    assert_true(before.slabs_empty > 0); /* left by the previous test */
+    size_t bytes = sm_arena_trim();
+    assert_true(bytes >= before.slabs_empty * sm_sizeclass_slab_bytes(cls));
+    sm_arena_class_stats(arena, cls, &after);
+    assert_int_equal(after.slabs_empty, 0);
+    /* The empty slabs, and the head of the partial list if it was empty too. */
+    assert_in_range(after.slabs_decommitted, before.slabs_decommitted + before.slabs_empty,
+                    before.slabs_decommitted + before.slabs_empty + 1);
+    assert_int_equal(after.slots_in_use, before.slots_in_use);
+    /* Trimmed slabs are still usable. */
+    char *p = alloc_checked(arena, cls);
+    memset(p, 1, usable_size(cls));
+    sm_arena_free(p);
+}
+
+/* ---- threads ---------------------------------------------------------------------------- */
+
+static void *report_arena(void *arg)
+{
+    unsigned *out = arg;
+    out[0] = sm_arena_of_thread();
+    out[1] = sm_arena_of_thread();
+    return NULL;
+}
+
+static void test_threads_get_arenas_round_robin(void **state)
+{
+    (void)state;
+    unsigned mine = sm_arena_of_thread();
+    assert_true(mine < SM_ARENAS);
+    assert_int_equal(sm_arena_of_thread(), mine); /* fixed for the thread's life */
+
+    /* Threads that ask one after another take consecutive arenas. */
+    enum { THREADS = 8 };
+    unsigned got[THREADS][2];
+    for (int i = 0; i < THREADS; i++) {
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, report_arena, got[i]), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_true(got[i][0] < SM_ARENAS);
+        assert_int_equal(got[i][1], got[i][0]);
+        if (i > 0)
+            assert_int_equal(got[i][0], (got[i - 1][0] + 1) % SM_ARENAS);
+    }
+    /* So any SM_ARENAS consecutive threads (up to 4) have distinct arenas. */
+    unsigned distinct = SM_ARENAS < 4 ? SM_ARENAS : 4;
+    for (unsigned i = 0; i < distinct; i++) {
+        for (unsigned j = i + 1; j < distinct; j++)
+            assert_int_not_equal(got[i][0], got[j][0]);
+    }
+}
+
+struct counter {
+    struct sm_lock lock;
+    long value;
+};
+
+enum { LOCK_THREADS = 4, INCREMENTS = 100000 };
+
+static void *increment(void *arg)
+{
+    struct counter *c = arg;
+    for (int i = 0; i < INCREMENTS; i++) {
+        sm_lock_acquire(&c->lock);
+        c->value++; /* a plain read-modify-write: only the lock makes it safe */
+        sm_lock_release(&c->lock);
+    }
+    return NULL;
+}
+
+static void test_lock_gives_mutual_exclusion(void **state)
+{
+    (void)state;
+    static struct counter c; /* zero: an unlocked lock */
+    pthread_t t[LOCK_THREADS];
+    for (int i = 0; i < LOCK_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, increment, &c), 0);
+    for (int i = 0; i < LOCK_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(c.value, (long)LOCK_THREADS * INCREMENTS);
+    assert_int_equal(atomic_load(&c.lock.state), 0); /* released */
+}
+
+/* Thread bodies use no cmocka assertion (they would jump across threads): they return
+ * what they did, and the main thread checks it. */
+static void *allocate_one(void *arg)
+{
+    unsigned cls = *(unsigned *)arg;
+    int zeroed;
+    return sm_arena_alloc(sm_arena_of_thread(), cls, &zeroed);
+}
+
+static void *free_one(void *arg)
+{
+    sm_arena_free(arg);
+    return NULL;
+}
+
+static void test_cross_thread_free(void **state)
+{
+    (void)state;
+    unsigned cls = sm_sizeclass_of(48);
+    pthread_t a, b;
+    void *p;
+    assert_int_equal(pthread_create(&a, NULL, allocate_one, &cls), 0);
+    assert_int_equal(pthread_join(a, &p), 0);
+    assert_non_null(p);
+    size_t usable;
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);
+    assert_int_equal(pthread_create(&b, NULL, free_one, p), 0);
+    assert_int_equal(pthread_join(b, NULL), 0);
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_FREE);
+}
+
+/* ---- fork ------------------------------------------------------------------------------- */
+
+static atomic_bool stop_workers;
+
+/* Allocates and frees in every arena and a few classes, as fast as it can. */
+static void *churn(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    void *held[16] = {NULL};
+    while (!atomic_load(&stop_workers)) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned i = (seed >> 8) % 16;
+        if (held[i]) {
+            sm_arena_free(held[i]);
+            held[i] = NULL;
+        } else {
+            int zeroed;
+            held[i] =
+                sm_arena_alloc((seed >> 16) % SM_ARENAS,
+                               (seed >> 20) % (SM_NB_CLASSES < 8 ? SM_NB_CLASSES : 8), &zeroed);
+            if (!held[i])
+                abort();
+        }
+    }
+    for (unsigned i = 0; i < 16; i++) {
+        if (held[i])
+            sm_arena_free(held[i]);
+    }
+    return NULL;
+}
+
+static void test_fork_while_other_threads_allocate(void **state)
+{
+    (void)state;
+    enum { WORKERS = 3, FORKS = 50 };
+    pthread_t workers[WORKERS];
+    atomic_store(&stop_workers, false);
+    for (uintptr_t i = 0; i < WORKERS; i++)
+        assert_int_equal(pthread_create(&workers[i], NULL, churn, (void *)(i + 1)), 0);
+
+    int failed_fork = -1, failed_status = 0;
+    for (int f = 0; f < FORKS && failed_fork < 0; f++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            /* One thread now, whatever locks the workers held: allocating must work. */
+            child_setup();
+            for (unsigned a = 0; a < SM_ARENAS; a++) {
+                for (unsigned c = 0; c < SM_NB_CLASSES && c < 8; c++) {
+                    int zeroed;
+                    char *p = sm_arena_alloc(a, c, &zeroed);
+                    if (!p)
+                        _exit(2);
+                    memset(p, 0x33, usable_size(c));
+                    sm_arena_free(p);
+                }
+            }
+            _exit(0);
+        }
+        int status = wait_child(pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            failed_fork = f;
+            failed_status = status;
+        }
+    }
+    atomic_store(&stop_workers, true);
+    for (int i = 0; i < WORKERS; i++)
+        assert_int_equal(pthread_join(workers[i], NULL), 0);
+    if (failed_fork >= 0)
+        fail_msg("fork %d: the child did not exit cleanly (wait status 0x%x; SIGALRM = deadlock)",
+                 failed_fork, (unsigned)failed_status);
+}
+
+/* ---- bad frees -------------------------------------------------------------------------- */
+
+static void test_double_free_aborts(void **state)
+{
+    (void)state;
+    unsigned cls = sm_sizeclass_of(32);
+    char *p = alloc_checked(0, cls);
+    sm_arena_free(p);
+    assert_fatal(free_in_child, p, "double free");
+}
+
+static void test_double_free_of_a_reused_slab_aborts(void **state)
+{
+    (void)state;
+    /* Freed long ago: the slot quarantine has let go of it, it is plainly free. */
+    unsigned cls = sm_sizeclass_of(32);
+    char *p = alloc_checked(0, cls);
+    sm_arena_free(p);
+    for (int i = 0; i < 5000; i++) {
+        char *q = alloc_checked(0, cls); /* the same (arena, class): the same quarantine */
+        sm_arena_free(q);
+    }
+    assert_fatal(free_in_child, p, "double free");
+}
+
+static void test_invalid_frees_abort(void **state)
+{
+    (void)state;
+    unsigned cls = sm_sizeclass_of(256);
+    char *p = alloc_checked(0, cls);
+    /* Inside a slot. */
+    assert_fatal(free_in_child, p + 16, "invalid free");
+    assert_fatal(free_in_child, p + 1, "invalid free");
+    /* A slot start in a slab that never held slots. */
+    struct sm_class_state *s = locate(p).owner;
+    assert_fatal(free_in_child, slab_start(s, s->max_slabs - 1), "invalid free");
+    /* The pointer itself is still fine afterwards: the children's aborts changed nothing. */
+    size_t usable;
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);
+    sm_arena_free(p);
+}
+
+static void test_canary_corruption_aborts_on_free(void **state)
+{
+    (void)state;
+    if (!SM_CANARIES)
+        skip();
+    unsigned cls = sm_sizeclass_of(100);
+    char *p = alloc_checked(0, cls);
+    char saved = p[usable_size(cls)];
+    memset(p, 'A', usable_size(cls) + 1); /* an off-by-one overflow */
+    assert_fatal(free_in_child, p, "canary corrupted");
+    p[usable_size(cls)] = saved; /* repaired, the slot can be freed */
+    sm_arena_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layout_of_the_slab_region),
+        cmocka_unit_test(test_statistics_over_fill_and_free),
+        cmocka_unit_test(test_trim_returns_empty_slabs),
+        cmocka_unit_test(test_every_class_hands_out_distinct_writable_slots),
+        cmocka_unit_test(test_zeroed_slots_are_zero),
+        cmocka_unit_test(test_locate_resolves_slot_starts_only),
+        cmocka_unit_test(test_locate_knows_every_class_region),
+        cmocka_unit_test(test_slot_status_follows_the_slot),
+        cmocka_unit_test(test_an_overflow_into_the_canary_shows_in_the_status),
+        cmocka_unit_test(test_guard_slabs_hold_no_slots_and_fault),
+        cmocka_unit_test(test_threads_get_arenas_round_robin),
+        cmocka_unit_test(test_lock_gives_mutual_exclusion),
+        cmocka_unit_test(test_cross_thread_free),
+        cmocka_unit_test(test_fork_while_other_threads_allocate),
+        cmocka_unit_test(test_double_free_aborts),
+        cmocka_unit_test(test_double_free_of_a_reused_slab_aborts),
+        cmocka_unit_test(test_invalid_frees_abort),
+        cmocka_unit_test(test_canary_corruption_aborts_on_free),
+    };
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}

@@ -1,0 +1,542 @@
+/* Unit tests for the virtual-memory layer (libs/region): reservations are inaccessible until
+ * committed, decommitted pages come back zeroed, protected pages keep their content, and
+ * reserve_shrinking adapts to an address-space limit.
+ *
+ * Whether an access faults is observed in a forked child that touches the memory and must
+ * die by SIGSEGV. Residency is observed with mincore(2). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "starmalloc/config.h"
+#include "starmalloc/region.h"
+
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+#define GiB (1024 * MiB)
+
+enum { PAGE = SM_PAGE_SIZE };
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+/* Prepares a forked child: default signal dispositions (cmocka catches SIGSEGV to report a
+ * crashed test, which must not happen in the child) and no core dumps. */
+static void child_setup(void)
+{
+    static const int signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+        signal(signals[i], SIG_DFL);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+}
+
+/* A failed check in a child: report the line on stderr and exit with status 1. */
+#define CHILD_CHECK(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: child check failed: %s\n", __FILE__, __LINE__, #cond);         \
+            _exit(1);                                                                              \
+        }                                                                                          \
+    } while (0)
+
+static int wait_child(pid_t pid)
+{
+    int status;
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+static void assert_exited_cleanly(int status)
+{
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Whether reading (or writing) the byte at p in a child process kills it by SIGSEGV. */
+static bool access_faults(void *p, bool write)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        volatile char *byte = p;
+        if (write)
+            *byte = 1;
+        else
+            (void)*byte;
+        _exit(0);
+    }
+    int status = wait_child(pid);
+    if (WIFSIGNALED(status)) {
+        assert_int_equal(WTERMSIG(status), SIGSEGV);
+        return true;
+    }
+    assert_exited_cleanly(status);
+    return false;
+}
+
+/* Whether no byte of [p, p + bytes) can be read or written. Samples first, middle, last page. */
+static bool range_faults(char *p, size_t bytes)
+{
+    char *probes[] = {p, p + (bytes / 2 / PAGE) * PAGE, p + bytes - 1};
+    for (size_t i = 0; i < 3; i++) {
+        if (!access_faults(probes[i], false) || !access_faults(probes[i], true))
+            return false;
+    }
+    return true;
+}
+
+/* How many pages of [p, p + bytes) are resident; -1 when part of the range is unmapped. */
+static long resident_pages(void *p, size_t bytes)
+{
+    unsigned char vec[256];
+    size_t pages = bytes / PAGE;
+    assert_true(pages <= sizeof(vec));
+    if (mincore(p, bytes, vec) != 0) {
+        assert_int_equal(errno, ENOMEM);
+        return -1;
+    }
+    long resident = 0;
+    for (size_t i = 0; i < pages; i++)
+        resident += vec[i] & 1;
+    return resident;
+}
+
+static bool all_bytes_equal(const char *p, size_t bytes, char value)
+{
+    for (size_t i = 0; i < bytes; i++) {
+        if (p[i] != value)
+            return false;
+    }
+    return true;
+}
+
+static char pattern_byte(size_t i)
+{
+    return (char)(i * 7 + 3);
+}
+
+static void fill_pattern(char *p, size_t bytes)
+{
+    for (size_t i = 0; i < bytes; i++)
+        p[i] = pattern_byte(i);
+}
+
+/* Whether p[from, to) still holds what fill_pattern(p, ...) wrote there. */
+static bool pattern_intact(const char *p, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        if (p[i] != pattern_byte(i))
+            return false;
+    }
+    return true;
+}
+
+/* The process's virtual size in bytes, from /proc/self/status. */
+static size_t virtual_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    assert_non_null(f);
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "VmSize: %zu kB", &kib) == 1)
+            break;
+    }
+    fclose(f);
+    assert_true(kib > 0);
+    return kib * KiB;
+}
+
+/* ---- reserve, commit, decommit, protect, release ---------------------------------------- */
+
+static void test_reserve_is_aligned_and_inaccessible(void **state)
+{
+    (void)state;
+    const size_t aligns[] = {PAGE, 64 * KiB, 1 * MiB, 2 * MiB, 1 * GiB};
+    for (size_t i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+        size_t bytes = 16 * PAGE;
+        char *p = sm_region_reserve(bytes, aligns[i]);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % aligns[i], 0);
+        /* Mapped (mincore answers), nothing resident, and every access faults. */
+        assert_int_equal(resident_pages(p, bytes), 0);
+        assert_true(range_faults(p, bytes));
+        assert_true(sm_region_release(p, bytes));
+        assert_int_equal(resident_pages(p, bytes), -1); /* released: no mapping there */
+    }
+}
+
+static void test_reserve_takes_address_space_only(void **state)
+{
+    (void)state;
+    /* 64 GiB is more than this machine commits, but as address space it is granted. */
+    size_t bytes = 64 * GiB;
+    if (sm_region_address_space_limit() < 2 * bytes)
+        skip(); /* this environment caps the address space */
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(access_faults(p + bytes - 1, false));
+    assert_true(sm_region_release(p, bytes));
+}
+
+static void test_commit_makes_pages_readable_and_writable(void **state)
+{
+    (void)state;
+    size_t bytes = 16 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    /* Commit the middle: the rest stays inaccessible. */
+    assert_true(sm_region_commit(p + 4 * PAGE, 8 * PAGE));
+    assert_true(all_bytes_equal(p + 4 * PAGE, 8 * PAGE, 0));
+    fill_pattern(p + 4 * PAGE, 8 * PAGE);
+    assert_true(pattern_intact(p + 4 * PAGE, 0, 8 * PAGE));
+    assert_int_equal(resident_pages(p + 4 * PAGE, 8 * PAGE), 8);
+    assert_true(access_faults(p + 4 * PAGE - 1, false));
+    assert_true(access_faults(p + 12 * PAGE, false));
+    assert_false(access_faults(p + 4 * PAGE, true));
+    assert_false(access_faults(p + 12 * PAGE - 1, true));
+    assert_true(sm_region_unmap(p, bytes, 8 * PAGE));
+}
+
+static void test_decommit_drops_content_and_access(void **state)
+{
+    (void)state;
+    size_t bytes = 8 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    fill_pattern(p, bytes);
+
+    assert_true(sm_region_decommit(p, bytes));
+    assert_true(range_faults(p, bytes));
+    assert_int_equal(resident_pages(p, bytes), 0); /* the memory went back to the kernel */
+
+    /* Committed again, the pages are fresh zero pages. */
+    assert_true(sm_region_commit(p, bytes));
+    assert_true(all_bytes_equal(p, bytes, 0));
+    assert_true(sm_region_unmap(p, bytes, bytes));
+}
+
+static void test_decommit_of_part_leaves_the_rest(void **state)
+{
+    (void)state;
+    size_t bytes = 8 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    fill_pattern(p, bytes);
+    assert_true(sm_region_decommit(p + 2 * PAGE, 2 * PAGE));
+    assert_true(range_faults(p + 2 * PAGE, 2 * PAGE));
+    assert_true(pattern_intact(p, 0, 2 * PAGE));
+    assert_true(pattern_intact(p, 4 * PAGE, bytes));
+    assert_true(sm_region_unmap(p, bytes, 6 * PAGE));
+}
+
+static void test_protect_none_keeps_content(void **state)
+{
+    (void)state;
+    size_t bytes = 8 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    fill_pattern(p, bytes);
+
+    assert_true(sm_region_protect_none(p, bytes));
+    assert_true(range_faults(p, bytes));
+    assert_int_equal(resident_pages(p, bytes), 8); /* unlike decommit, the pages stay */
+
+    /* Made accessible again by a commit, the content is still there. */
+    assert_true(sm_region_commit(p, bytes));
+    assert_true(pattern_intact(p, 0, bytes));
+    /* The accounting counted that second commit of committed pages again (the allocator
+     * never does this): hand back both counts. */
+    assert_true(sm_region_unmap(p, bytes, 2 * bytes));
+}
+
+static void test_unmap_gives_the_range_back(void **state)
+{
+    (void)state;
+    size_t bytes = 8 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, 4 * PAGE));
+    assert_true(sm_region_unmap(p, bytes, 4 * PAGE));
+    assert_int_equal(resident_pages(p, bytes), -1); /* no mapping there any more */
+    assert_true(access_faults(p, false));
+    /* Nothing is mapped there now, so there is nothing to commit. */
+    assert_false(sm_region_commit(p, PAGE));
+}
+
+static void test_failures_are_reported(void **state)
+{
+    (void)state;
+    char *p = sm_region_reserve(4 * PAGE, PAGE);
+    assert_non_null(p);
+    /* Addresses must be page-aligned: the kernel refuses, and the functions say so. */
+    assert_false(sm_region_commit(p + 1, PAGE));
+    assert_false(sm_region_protect_none(p + 1, PAGE));
+    assert_false(sm_region_release(p + 1, PAGE));
+    assert_false(sm_region_decommit(p + 1, PAGE));
+    /* Refused calls changed nothing. */
+    assert_true(range_faults(p, 4 * PAGE));
+    assert_true(sm_region_release(p, 4 * PAGE));
+    /* Sizes the address space cannot hold. */
+    assert_null(sm_region_reserve(SIZE_MAX - PAGE + 1, PAGE));
+    assert_null(sm_region_map(SIZE_MAX - PAGE + 1, PAGE));
+}
+
+/* ---- map -------------------------------------------------------------------------------- */
+
+static void test_map_gives_zeroed_aligned_writable_memory(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {PAGE, 3 * PAGE, 64 * PAGE};
+    for (size_t align = PAGE; align <= 1 * MiB; align *= 2) {
+        for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+            char *p = sm_region_map(sizes[s], align);
+            assert_non_null(p);
+            assert_int_equal((uintptr_t)p % align, 0);
+            assert_true(all_bytes_equal(p, sizes[s], 0));
+            fill_pattern(p, sizes[s]);
+            assert_true(pattern_intact(p, 0, sizes[s]));
+            assert_true(sm_region_unmap(p, sizes[s], sizes[s]));
+        }
+    }
+}
+
+static void test_aligned_calls_leave_no_slack_behind(void **state)
+{
+    (void)state;
+    /* An aligned mapping over-maps by align - page and must give the excess back: a thousand
+     * map/release and reserve/release rounds leave the virtual size where it was (a leaked
+     * slack would add about 1 GiB per round). */
+    size_t before = virtual_size();
+    for (int i = 0; i < 1000; i++) {
+        char *p = sm_region_map(4 * PAGE, 1 * MiB);
+        assert_non_null(p);
+        assert_true(sm_region_unmap(p, 4 * PAGE, 4 * PAGE));
+        p = sm_region_reserve(4 * PAGE, 1 * GiB);
+        assert_non_null(p);
+        assert_true(sm_region_release(p, 4 * PAGE));
+    }
+    assert_true(virtual_size() < before + 64 * MiB);
+}
+
+/* ---- accounting ------------------------------------------------------------------------- */
+
+static void test_committed_bytes_follow_commit_and_decommit(void **state)
+{
+    (void)state;
+    size_t bytes = 16 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    size_t base = sm_region_committed_bytes(); /* other tests' leftovers: count from here */
+    assert_int_equal(sm_region_committed_bytes(), base); /* a reservation is not committed */
+
+    assert_true(sm_region_commit(p, 8 * PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + 8 * PAGE);
+    assert_true(sm_region_commit(p + 8 * PAGE, 2 * PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + 10 * PAGE);
+
+    /* A refused commit counts nothing. */
+    assert_false(sm_region_commit(p + 1, PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + 10 * PAGE);
+
+    /* Protecting keeps the pages: still committed. */
+    assert_true(sm_region_protect_none(p + 8 * PAGE, 2 * PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + 10 * PAGE);
+
+    assert_true(sm_region_decommit(p, 8 * PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + 2 * PAGE);
+    assert_true(sm_region_decommit(p + 8 * PAGE, 2 * PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base);
+
+    /* Releasing a reservation changes nothing. */
+    assert_true(sm_region_release(p, bytes));
+    assert_int_equal(sm_region_committed_bytes(), base);
+}
+
+static void test_committed_bytes_follow_map_and_unmap(void **state)
+{
+    (void)state;
+    size_t base = sm_region_committed_bytes();
+    char *p = sm_region_map(6 * PAGE, 64 * KiB);
+    assert_non_null(p);
+    assert_int_equal(sm_region_committed_bytes(), base + 6 * PAGE);
+
+    /* A mapping whose first and last pages were made guards: 4 pages remain committed. */
+    assert_true(sm_region_protect_none(p, PAGE));
+    assert_true(sm_region_protect_none(p + 5 * PAGE, PAGE));
+    assert_true(sm_region_decommit(p, PAGE));
+    assert_true(sm_region_decommit(p + 5 * PAGE, PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + 4 * PAGE);
+    assert_true(sm_region_unmap(p, 6 * PAGE, 4 * PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base);
+
+    /* A failed unmap counts nothing. */
+    char *q = sm_region_map(PAGE, PAGE);
+    assert_non_null(q);
+    assert_false(sm_region_unmap(q + 1, PAGE, PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base + PAGE);
+    assert_true(sm_region_unmap(q, PAGE, PAGE));
+    assert_int_equal(sm_region_committed_bytes(), base);
+}
+
+static void test_peak_committed_bytes_is_the_high_water_mark(void **state)
+{
+    (void)state;
+    size_t base = sm_region_committed_bytes();
+    size_t peak = sm_region_peak_committed_bytes();
+    assert_true(peak >= base);
+
+    /* Go past the old peak: the peak follows. */
+    size_t bytes = peak - base + 32 * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    assert_int_equal(sm_region_peak_committed_bytes(), base + bytes);
+
+    /* Coming back down leaves the peak where it was. */
+    assert_true(sm_region_decommit(p, bytes));
+    assert_int_equal(sm_region_committed_bytes(), base);
+    assert_int_equal(sm_region_peak_committed_bytes(), base + bytes);
+
+    /* Below the peak, it does not move. */
+    assert_true(sm_region_commit(p, PAGE));
+    assert_int_equal(sm_region_peak_committed_bytes(), base + bytes);
+    assert_true(sm_region_decommit(p, PAGE));
+    assert_true(sm_region_release(p, bytes));
+}
+
+/* ---- sizes and limits ------------------------------------------------------------------- */
+
+static void test_kernel_page_size(void **state)
+{
+    (void)state;
+    assert_int_equal(sm_region_kernel_page_size(), (size_t)sysconf(_SC_PAGESIZE));
+}
+
+static void test_address_space_limit_matches_getrlimit(void **state)
+{
+    (void)state;
+    struct rlimit limit;
+    assert_int_equal(getrlimit(RLIMIT_AS, &limit), 0);
+    if (limit.rlim_cur == RLIM_INFINITY)
+        assert_int_equal(sm_region_address_space_limit(), SIZE_MAX);
+    else
+        assert_int_equal(sm_region_address_space_limit(), (size_t)limit.rlim_cur);
+}
+
+/* The RLIMIT_AS the reserve_shrinking tests run under (in a child). */
+#define LOW_LIMIT (256 * MiB)
+
+static void lower_address_space_limit(void)
+{
+    struct rlimit limit;
+    CHILD_CHECK(getrlimit(RLIMIT_AS, &limit) == 0);
+    limit.rlim_cur = LOW_LIMIT;
+    CHILD_CHECK(setrlimit(RLIMIT_AS, &limit) == 0);
+    CHILD_CHECK(sm_region_address_space_limit() == LOW_LIMIT);
+}
+
+static void test_reserve_shrinking_halves_under_a_low_limit(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        lower_address_space_limit();
+        size_t want = 64 * GiB;
+        CHILD_CHECK(sm_region_reserve(want, PAGE) == NULL); /* the full size is refused */
+
+        size_t bytes = want;
+        char *p = sm_region_reserve_shrinking(&bytes, 1 * MiB, PAGE);
+        CHILD_CHECK(p != NULL);
+        CHILD_CHECK(bytes >= 1 * MiB && bytes < LOW_LIMIT);
+        size_t halved = want;
+        while (halved > bytes)
+            halved /= 2;
+        CHILD_CHECK(halved == bytes); /* want / 2^k */
+        CHILD_CHECK(sm_region_commit(p + bytes - PAGE, PAGE));
+        p[bytes - 1] = 1;
+        CHILD_CHECK(sm_region_unmap(p, bytes, PAGE));
+        /* It is the largest that fits: twice as much is still refused. */
+        CHILD_CHECK(sm_region_reserve(bytes * 2, PAGE) == NULL);
+
+        /* With alignment too. */
+        bytes = want;
+        p = sm_region_reserve_shrinking(&bytes, 1 * MiB, 2 * MiB);
+        CHILD_CHECK(p != NULL && (uintptr_t)p % (2 * MiB) == 0 && bytes < LOW_LIMIT);
+        CHILD_CHECK(sm_region_release(p, bytes));
+        _exit(0);
+    }
+    assert_exited_cleanly(wait_child(pid));
+}
+
+static void test_reserve_shrinking_fails_above_the_limit(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        lower_address_space_limit();
+        size_t bytes = 4 * GiB;
+        CHILD_CHECK(sm_region_reserve_shrinking(&bytes, 2 * LOW_LIMIT, PAGE) == NULL);
+        CHILD_CHECK(bytes == 4 * GiB); /* unchanged */
+        bytes = LOW_LIMIT;
+        CHILD_CHECK(sm_region_reserve_shrinking(&bytes, LOW_LIMIT, PAGE) == NULL);
+        CHILD_CHECK(bytes == LOW_LIMIT);
+        _exit(0);
+    }
+    assert_exited_cleanly(wait_child(pid));
+}
+
+static void test_reserve_shrinking_takes_the_full_size_when_it_fits(void **state)
+{
+    (void)state;
+    size_t bytes = 64 * MiB;
+    char *p = sm_region_reserve_shrinking(&bytes, 1 * MiB, 1 * MiB);
+    assert_non_null(p);
+    assert_int_equal(bytes, 64 * MiB);
+    assert_int_equal((uintptr_t)p % MiB, 0);
+    assert_true(access_faults(p, false)); /* a reservation like any other */
+    assert_true(sm_region_release(p, bytes));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reserve_is_aligned_and_inaccessible),
+        cmocka_unit_test(test_reserve_takes_address_space_only),
+        cmocka_unit_test(test_commit_makes_pages_readable_and_writable),
+        cmocka_unit_test(test_decommit_drops_content_and_access),
+        cmocka_unit_test(test_decommit_of_part_leaves_the_rest),
+        cmocka_unit_test(test_protect_none_keeps_content),
+        cmocka_unit_test(test_unmap_gives_the_range_back),
+        cmocka_unit_test(test_failures_are_reported),
+        cmocka_unit_test(test_map_gives_zeroed_aligned_writable_memory),
+        cmocka_unit_test(test_aligned_calls_leave_no_slack_behind),
+        cmocka_unit_test(test_committed_bytes_follow_commit_and_decommit),
+        cmocka_unit_test(test_committed_bytes_follow_map_and_unmap),
+        cmocka_unit_test(test_peak_committed_bytes_is_the_high_water_mark),
+        cmocka_unit_test(test_kernel_page_size),
+        cmocka_unit_test(test_address_space_limit_matches_getrlimit),
+        cmocka_unit_test(test_reserve_shrinking_halves_under_a_low_limit),
+        cmocka_unit_test(test_reserve_shrinking_fails_above_the_limit),
+        cmocka_unit_test(test_reserve_shrinking_takes_the_full_size_when_it_fits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

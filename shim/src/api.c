@@ -5,15 +5,17 @@
 
 #include "heap.h"
 #include "starmalloc.h"
+#include "starmalloc/arena.h"
 #include "starmalloc/config.h"
 #include "starmalloc/hardening.h"
+#include "starmalloc/sizeclass.h"
 
 static bool is_power_of_two(size_t x)
 {
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-static void *alloc_or_enomem(size_t size, size_t align, bool zero)
+static __attribute__((noinline)) void *alloc_or_enomem(size_t size, size_t align, bool zero)
 {
     int zeroed = 0;
     void *p = sm_heap_alloc(size, align, &zeroed);
@@ -26,13 +28,31 @@ static void *alloc_or_enomem(size_t size, size_t align, bool zero)
     return p;
 }
 
+/* The fast path: a small request served from the calling thread's cache, without a lock or
+ * a system call. Everything else (first call of a thread, empty cache, large or aligned
+ * requests, errors) takes alloc_or_enomem. */
+static inline void *alloc_from_cache(size_t size, int *zeroed)
+{
+    if (__builtin_expect(size > SM_MAX_SMALL_SIZE - SM_CANARY_BYTES, 0))
+        return NULL;
+    return sm_arena_cache_pop(sm_sizeclass_of(size + SM_CANARY_BYTES), zeroed);
+}
+
 void *starmalloc_malloc(size_t size)
 {
+    int zeroed;
+    void *p = alloc_from_cache(size, &zeroed);
+    if (__builtin_expect(p != NULL, 1))
+        return p;
     return alloc_or_enomem(size, SM_MIN_ALIGN, false);
 }
 
 void starmalloc_free(void *p)
 {
+    if (__builtin_expect(sm_arena_contains(p), 1)) {
+        sm_arena_free_cached(p);
+        return;
+    }
     if (p)
         sm_heap_free(p);
 }
@@ -43,6 +63,13 @@ void *starmalloc_calloc(size_t count, size_t size)
     if (__builtin_mul_overflow(count, size, &total)) {
         errno = ENOMEM;
         return NULL;
+    }
+    int zeroed;
+    void *p = alloc_from_cache(total, &zeroed);
+    if (__builtin_expect(p != NULL, 1)) {
+        if (!zeroed)
+            memset(p, 0, total);
+        return p;
     }
     return alloc_or_enomem(total, SM_MIN_ALIGN, true);
 }

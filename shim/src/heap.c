@@ -63,12 +63,11 @@ void *sm_heap_alloc(size_t size, size_t align, int *zeroed)
         return NULL;
     /* A slot holds the user's bytes and then its canary. */
     if (align <= SM_MIN_ALIGN && size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES)
-        return sm_arena_alloc(sm_arena_of_thread(), sm_sizeclass_of(size + SM_CANARY_BYTES),
-                              zeroed);
+        return sm_arena_alloc_cached(sm_sizeclass_of(size + SM_CANARY_BYTES), zeroed);
     if (align <= SM_PAGE_SIZE && size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES) {
         unsigned cls = sm_sizeclass_of_aligned(size + SM_CANARY_BYTES, align);
         if (cls < SM_NB_CLASSES)
-            return sm_arena_alloc(sm_arena_of_thread(), cls, zeroed);
+            return sm_arena_alloc_cached(cls, zeroed);
     }
     if (size > PTRDIFF_MAX)
         return NULL;
@@ -79,7 +78,7 @@ void *sm_heap_alloc(size_t size, size_t align, int *zeroed)
 void sm_heap_free(void *p)
 {
     if (sm_arena_contains(p)) {
-        sm_arena_free(p);
+        sm_arena_free_cached(p);
         return;
     }
     if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_READY)

@@ -111,13 +111,13 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
             /* Never committed: the reservation's PROT_NONE is the guard, at no cost. */
             sm_slab_init(&s->slabs[index], s->info.slots);
             s->slabs[index].state = SM_SLAB_GUARD;
-            s->fresh_next = index + 1;
+            __atomic_store_n(&s->fresh_next, index + 1, __ATOMIC_RELEASE);
             continue;
         }
         if (index >= s->slabs_committed && !commit_slabs(s, index))
             return SM_SLAB_NIL;
-        s->fresh_next = index + 1;
         init_slab(s, index);
+        __atomic_store_n(&s->fresh_next, index + 1, __ATOMIC_RELEASE);
         return index;
     }
 }
@@ -249,17 +249,16 @@ void sm_arena_state_init_policies(struct sm_class_state *s, uint64_t stream)
 
 /* ---- allocation and free ----------------------------------------------------------- */
 
-void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
+/* Claims one slot (lowest, or random with SM_RANDOMIZE_SLOTS) of the state's partial head,
+ * refilling the partial list when needed; returns its address, or NULL. Lock held. */
+static char *claim_one(struct sm_class_state *s, uint64_t *secret, uint32_t *slab_index,
+                       uint32_t *slot_index)
 {
-    struct sm_class_state *s = &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
-    sm_lock_acquire(&s->lock);
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
     if (__builtin_expect(index == SM_SLAB_NIL, 0)) {
         index = refill_partial(s);
-        if (index == SM_SLAB_NIL) {
-            sm_lock_release(&s->lock);
+        if (index == SM_SLAB_NIL)
             return NULL;
-        }
     }
     struct sm_slab *slab = &s->slabs[index];
     int slot = SM_RANDOMIZE_SLOTS
@@ -268,40 +267,86 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
     if (sm_slab_is_full(slab))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_FULL);
     s->slots_in_use++;
-    uint64_t secret = slab->secret;
+    *secret = slab->secret;
+    *slab_index = index;
+    *slot_index = (uint32_t)slot;
+    return slab_start(s, index) + (size_t)slot * s->info.slot_size;
+}
+
+void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
+{
+    struct sm_class_state *s = sm_arena_state(arena, cls);
+    uint64_t secret;
+    uint32_t slab, slot;
+    sm_lock_acquire(&s->lock);
+    char *p = claim_one(s, &secret, &slab, &slot);
     sm_lock_release(&s->lock);
-    char *p = slab_start(s, index) + (size_t)slot * s->info.slot_size;
-    *zeroed = sm_harden_on_alloc(p, s->info.slot_size, secret);
+    if (p)
+        *zeroed = sm_harden_on_alloc(p, s->info.slot_size, secret);
     return p;
+}
+
+uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
+                              struct sm_slab **slabs, uint8_t *slot_indices)
+{
+    uint32_t n = 0;
+    uint64_t secret;
+    sm_lock_acquire(&s->lock);
+    for (; n < count; n++) {
+        uint32_t slab, slot;
+        char *p = claim_one(s, &secret, &slab, &slot);
+        if (!p)
+            break;
+        sm_slab_defer_slot(&s->slabs[slab], slot);
+        /* Cached slots are handed out last-in first-out: the first claimed goes on top. */
+        slots[count - 1 - n] = p;
+        slabs[count - 1 - n] = &s->slabs[slab];
+        slot_indices[count - 1 - n] = (uint8_t)slot;
+    }
+    sm_lock_release(&s->lock);
+    for (uint32_t i = 0; n < count && i < n; i++) { /* move the claimed ones to the bottom */
+        slots[i] = slots[count - n + i];
+        slabs[i] = slabs[count - n + i];
+        slot_indices[i] = slot_indices[count - n + i];
+    }
+    return n;
 }
 
 enum sm_locate_result sm_arena_locate(const void *p, struct sm_slot_ref *ref)
 {
-    size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
-    struct sm_class_state *owner = &sm_layout.states[offset >> sm_layout.region_shift];
-    const struct sm_sizeclass_info *info = &owner->info;
-    size_t in_region = offset & (sm_layout.region_bytes - 1);
-    uint32_t slab = sm_sizeclass_slab_index(info, (uint32_t)(in_region / SM_PAGE_SIZE));
-    uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * owner->slab_bytes);
-    uint32_t slot = sm_sizeclass_slot_index(info, in_slab);
-    if (slot >= info->slots || slot * info->slot_size != in_slab)
-        return SM_LOCATE_NOT_SLOT_START;
-    ref->owner = owner;
-    ref->slab = slab;
-    ref->slot = slot;
-    ref->slot_size = info->slot_size;
-    return SM_LOCATE_OK;
+    return sm_arena_locate_inline(p, ref);
 }
 
-/* The slab's metadata when the slab has ever held slots, else NULL. */
+/* The slab's metadata when the slab has ever held slots, else NULL. Safe without the lock:
+ * fresh_next only grows, after the slab's metadata is committed and initialised. */
 static struct sm_slab *slab_with_slots(struct sm_class_state *s, uint32_t index)
 {
-    if (index >= s->fresh_next)
+    if (index >= __atomic_load_n(&s->fresh_next, __ATOMIC_ACQUIRE))
         return NULL;
     struct sm_slab *slab = &s->slabs[index];
-    if (slab->state == SM_SLAB_UNUSED || slab->state == SM_SLAB_GUARD)
+    uint8_t state = __atomic_load_n(&slab->state, __ATOMIC_RELAXED);
+    if (state == SM_SLAB_UNUSED || state == SM_SLAB_GUARD)
         return NULL;
     return slab;
+}
+
+struct sm_slab *sm_arena_slab_of(void *p, struct sm_slot_ref *ref)
+{
+    if (sm_arena_locate_inline(p, ref) != SM_LOCATE_OK)
+        return NULL;
+    return slab_with_slots(ref->owner, ref->slab);
+}
+
+void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot)
+{
+    sm_slab_release_deferred(&s->slabs[slab], slot);
+    s->slots_in_use--;
+    slab_after_release(s, slab);
+}
+
+void sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot)
+{
+    quarantine_push(s, slab << 8 | slot);
 }
 
 static _Noreturn void unlock_and_fail(struct sm_class_state *s, const char *what, const void *p)
@@ -360,10 +405,12 @@ void sm_arena_fork_prepare(void)
 {
     for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++)
         sm_lock_acquire(&sm_layout.states[i].lock);
+    sm_tcache_fork_prepare();
 }
 
 void sm_arena_fork_parent(void)
 {
+    sm_tcache_fork_parent();
     for (size_t i = (size_t)SM_ARENAS * SM_NB_CLASSES; i-- > 0;)
         sm_lock_release(&sm_layout.states[i].lock);
 }
@@ -373,6 +420,7 @@ void sm_arena_fork_child(void)
     /* The child has one thread: nobody can be waiting, so the locks are simply reset. */
     for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++)
         atomic_store_explicit(&sm_layout.states[i].lock.state, 0, memory_order_relaxed);
+    sm_tcache_fork_child();
 }
 
 static size_t trim_class(struct sm_class_state *s)
@@ -404,7 +452,7 @@ size_t sm_arena_trim(void)
 
 void sm_arena_class_stats(unsigned arena, unsigned cls, struct sm_class_stats *out)
 {
-    struct sm_class_state *s = &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
+    struct sm_class_state *s = sm_arena_state(arena, cls);
     sm_lock_acquire(&s->lock);
     out->slots_in_use = s->slots_in_use;
     out->slots_quarantined = s->quarantined;

@@ -18,6 +18,51 @@ struct __attribute__((aligned(SM_PAGE_SIZE))) heap_layout {
 
 extern struct heap_layout sm_layout;
 
+static inline struct sm_class_state *sm_arena_state(unsigned arena, unsigned cls)
+{
+    return &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
+}
+
+/* sm_arena_locate, inlined into the hot paths: pointer -> (owner, slab, slot) by arithmetic. */
+static inline enum sm_locate_result sm_arena_locate_inline(const void *p, struct sm_slot_ref *ref)
+{
+    size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
+    struct sm_class_state *owner = &sm_layout.states[offset >> sm_layout.region_shift];
+    const struct sm_sizeclass_info *info = &owner->info;
+    size_t in_region = offset & (sm_layout.region_bytes - 1);
+    uint32_t slab = sm_sizeclass_slab_index(info, (uint32_t)(in_region / SM_PAGE_SIZE));
+    uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * owner->slab_bytes);
+    uint32_t slot = sm_sizeclass_slot_index(info, in_slab);
+    if (slot >= info->slots || slot * info->slot_size != in_slab)
+        return SM_LOCATE_NOT_SLOT_START;
+    ref->owner = owner;
+    ref->slab = slab;
+    ref->slot = slot;
+    ref->slot_size = info->slot_size;
+    return SM_LOCATE_OK;
+}
+
+/* Claims up to `count` slots of s (one lock acquisition), marks them deferred (held by a
+ * thread cache) and stores each one's address, slab and index in slots/slabs/slot_indices
+ * [0..n), the first claimed at n - 1. Returns n (0 when the class region is exhausted or
+ * memory cannot be committed). */
+uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
+                              struct sm_slab **slabs, uint8_t *slot_indices);
+
+/* The slab of p when p is the start of a slot of a slab that holds slots, else NULL;
+ * fills *ref. Safe without any lock (arithmetic and atomic loads). */
+struct sm_slab *sm_arena_slab_of(void *p, struct sm_slot_ref *ref);
+
+/* With s's lock held: makes a deferred slot free, or holds it in the slot quarantine. */
+void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot);
+void sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot);
+
+/* Thread caches (tcache.c). */
+bool sm_tcache_init(void);
+void sm_tcache_fork_prepare(void);
+void sm_tcache_fork_parent(void);
+void sm_tcache_fork_child(void);
+
 /* Sets up a state's random stream (number `stream`) and slot quarantine. */
 void sm_arena_state_init_policies(struct sm_class_state *s, uint64_t stream);
 

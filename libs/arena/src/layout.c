@@ -118,7 +118,7 @@ bool sm_arena_init(void)
         if (reserve_both(shift)) {
             init_states();
             seal_layout();
-            return true;
+            return sm_tcache_init();
         }
     }
     return false;

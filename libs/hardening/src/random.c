@@ -17,7 +17,8 @@ static uint32_t rotl32(uint32_t x, int n)
     return (x << n) | (x >> (32 - n));
 }
 
-static void quarter_round(uint32_t x[16], int a, int b, int c, int d)
+static inline __attribute__((always_inline)) void quarter_round(uint32_t x[16], int a, int b, int c,
+                                                                int d)
 {
     x[a] += x[b], x[d] = rotl32(x[d] ^ x[a], 16);
     x[c] += x[d], x[b] = rotl32(x[b] ^ x[c], 12);
@@ -104,28 +105,37 @@ void sm_random_init(struct sm_random *rng, uint64_t stream)
     sm_random_global_init();
     memset(rng, 0, sizeof(*rng));
     rng->nonce = stream;
-    rng->next = SM_RANDOM_WORDS; /* empty: the first draw computes a block */
+    rng->next = SM_RANDOM_HALVES; /* empty: the first draw computes a block */
 }
 
 static void refill(struct sm_random *rng)
 {
     uint32_t block[16];
     sm_chacha_block(master_key, rng->counter++, rng->nonce, 8, block);
-    memcpy(rng->words, block, sizeof(rng->words));
+    memcpy(rng->halves, block, sizeof(rng->halves));
     rng->next = 0;
 }
 
 uint64_t sm_random_u64(struct sm_random *rng)
 {
-    if (rng->next >= SM_RANDOM_WORDS)
+    if (rng->next + 4 > SM_RANDOM_HALVES)
         refill(rng);
-    return rng->words[rng->next++];
+    uint64_t value;
+    memcpy(&value, &rng->halves[rng->next], sizeof(value));
+    rng->next += 4;
+    return value;
 }
 
 uint32_t sm_random_below(struct sm_random *rng, uint32_t bound)
 {
-    /* Lemire's multiply-shift: bias below 2^-32 * bound, irrelevant for bounds this small. */
-    return (uint32_t)(((sm_random_u64(rng) & 0xffffffffu) * (uint64_t)bound) >> 32);
+    /* Lemire's multiply-shift. Bounds up to 2^16 (slot and quarantine indices) take 16
+     * random bits, a block thus serving 32 draws; the bias, at most bound / 2^16, only
+     * tilts choices among at most a few hundred places. */
+    if (bound > 65536)
+        return (uint32_t)(((sm_random_u64(rng) & 0xffffffffu) * (uint64_t)bound) >> 32);
+    if (rng->next >= SM_RANDOM_HALVES)
+        refill(rng);
+    return (uint32_t)(((uint32_t)rng->halves[rng->next++] * bound) >> 16);
 }
 
 void sm_random_fill(void *buf, size_t len)

@@ -25,10 +25,16 @@ void sm_slab_init(struct sm_slab *slab, unsigned slots)
     slab->state = SM_SLAB_UNUSED;
 }
 
+/* Concurrency: see slab.h; load_bits and bit_of come from there. */
+static void store_bits(uint64_t *word, uint64_t value)
+{
+    __atomic_store_n(word, value, __ATOMIC_RELAXED);
+}
+
 static int claim_bit(struct sm_slab *slab, unsigned word, uint64_t free_bits)
 {
     unsigned bit = (unsigned)__builtin_ctzll(free_bits);
-    slab->used[word] |= UINT64_C(1) << bit;
+    store_bits(&slab->used[word], sm_slab_load_bits(&slab->used[word]) | UINT64_C(1) << bit);
     slab->in_use++;
     return (int)(word * 64 + bit);
 }
@@ -36,7 +42,7 @@ static int claim_bit(struct sm_slab *slab, unsigned word, uint64_t free_bits)
 int sm_slab_claim_slot(struct sm_slab *slab)
 {
     for (unsigned w = 0; w < 4; w++) {
-        uint64_t free_bits = ~slab->used[w];
+        uint64_t free_bits = ~sm_slab_load_bits(&slab->used[w]);
         if (free_bits)
             return claim_bit(slab, w, free_bits);
     }
@@ -47,12 +53,12 @@ int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start)
 {
     unsigned w = (start / 64) & 3;
     /* First the start word from `start` upwards, then the other words, then its low part. */
-    uint64_t free_bits = ~slab->used[w] & (UINT64_MAX << (start % 64));
+    uint64_t free_bits = ~sm_slab_load_bits(&slab->used[w]) & (UINT64_MAX << (start % 64));
     if (free_bits)
         return claim_bit(slab, w, free_bits);
     for (unsigned i = 1; i <= 4; i++) {
         unsigned word = (w + i) & 3;
-        free_bits = ~slab->used[word];
+        free_bits = ~sm_slab_load_bits(&slab->used[word]);
         if (free_bits)
             return claim_bit(slab, word, free_bits);
     }
@@ -63,36 +69,24 @@ enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned 
 {
     if (!sm_slab_slot_allocated(slab, slot))
         return SM_SLAB_DOUBLE_FREE;
-    slab->used[slot / 64] &= ~(UINT64_C(1) << (slot % 64));
+    uint64_t *word = &slab->used[slot / 64];
+    store_bits(word, sm_slab_load_bits(word) & ~sm_slab_bit_of(slot));
     slab->in_use--;
-    return SM_SLAB_RELEASED;
-}
-
-enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
-{
-    if (!sm_slab_slot_allocated(slab, slot))
-        return SM_SLAB_DOUBLE_FREE;
-    slab->deferred[slot / 64] |= UINT64_C(1) << (slot % 64);
     return SM_SLAB_RELEASED;
 }
 
 void sm_slab_release_deferred(struct sm_slab *slab, unsigned slot)
 {
-    uint64_t mask = ~(UINT64_C(1) << (slot % 64));
-    slab->deferred[slot / 64] &= mask;
-    slab->used[slot / 64] &= mask;
+    /* `used` first: a racing (invalid) free then still finds the slot deferred. */
+    uint64_t *word = &slab->used[slot / 64];
+    store_bits(word, sm_slab_load_bits(word) & ~sm_slab_bit_of(slot));
+    sm_slab_undefer_slot(slab, slot);
     slab->in_use--;
 }
 
 bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot)
 {
-    return (slab->used[slot / 64] >> (slot % 64)) & 1;
-}
-
-bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot)
-{
-    uint64_t bits = slab->used[slot / 64] & ~slab->deferred[slot / 64];
-    return (bits >> (slot % 64)) & 1;
+    return (sm_slab_load_bits(&slab->used[slot / 64]) & sm_slab_bit_of(slot)) != 0;
 }
 
 void sm_slab_lists_init(struct sm_slab_lists *lists)
@@ -139,7 +133,7 @@ void sm_slab_set_state(struct sm_slab_lists *lists, struct sm_slab *slabs, uint3
     enum sm_slab_state old = (enum sm_slab_state)slabs[index].state;
     if (state_has_list(old))
         list_unlink(&lists->by_state[old], slabs, index);
-    slabs[index].state = (uint8_t)state;
+    __atomic_store_n(&slabs[index].state, (uint8_t)state, __ATOMIC_RELAXED); /* read unlocked */
     if (state_has_list(state))
         list_push(&lists->by_state[state], slabs, index);
 }

@@ -95,6 +95,25 @@ unsigned sm_arena_of_thread(void);
  * zero. The last SM_CANARY_BYTES bytes of the slot hold its canary. */
 void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed);
 
+/* The calling thread's allocation of class `cls`: from its thread cache (no lock) when the
+ * cache holds a slot, else refilling the cache with a batch of slots claimed under one
+ * lock; NULL like sm_arena_alloc. The thread's cache is created at its first call and
+ * recycled when the thread exits. */
+void *sm_arena_alloc_cached(unsigned cls, int *zeroed);
+
+/* The lock-free part of sm_arena_alloc_cached: a slot from the calling thread's cache, or
+ * NULL when the thread has no cache yet or the class's cache is empty. */
+void *sm_arena_cache_pop(unsigned cls, int *zeroed);
+
+/* Frees p (in the slab region) through the calling thread's cache: the slot is marked
+ * deferred at once (a second free of it is a double free) and checked like sm_arena_free;
+ * it becomes reusable from this thread's cache, or — with slot quarantine — passes the
+ * quarantine of its (arena, class) first. Aborts like sm_arena_free. */
+void sm_arena_free_cached(void *p);
+
+/* Returns everything the calling thread's cache holds to the slabs (or the quarantine). */
+void sm_arena_flush_thread_cache(void);
+
 /* Whether p lies in the slab region (only then may the functions below be called). */
 bool sm_arena_contains(const void *p);
 
@@ -126,7 +145,8 @@ void sm_arena_fork_parent(void);
 void sm_arena_fork_child(void);
 
 /* Returns the memory of every empty slab to the kernel (the slabs stay reusable) and
- * returns the number of bytes decommitted. Takes each (arena, class) lock in turn. */
+ * returns the number of bytes decommitted. Takes each (arena, class) lock in turn. Slots
+ * held in thread caches keep their slabs (as glibc's malloc_trim keeps its tcache). */
 size_t sm_arena_trim(void);
 
 /* Statistics of one (arena, class) pair, read under its lock. */

@@ -49,12 +49,12 @@ uint64_t sm_harden_guard_failures(void);
 
 /* A cryptographically secure random stream (ChaCha8 under a process-wide key drawn from
  * getrandom(2), one nonce per stream). Not thread-safe: one stream per lock holder. */
-enum { SM_RANDOM_WORDS = 8 };
+enum { SM_RANDOM_HALVES = 32 };
 struct sm_random {
-    uint64_t words[SM_RANDOM_WORDS]; /* the current block's output */
-    uint64_t counter;                /* blocks computed so far */
-    uint64_t nonce;                  /* the stream's identity */
-    uint32_t next;                   /* next unused word of `words` */
+    uint16_t halves[SM_RANDOM_HALVES]; /* the current block's output, in 16-bit pieces */
+    uint64_t counter;                  /* blocks computed so far */
+    uint64_t nonce;                    /* the stream's identity */
+    uint32_t next;                     /* next unused piece of `halves` */
 };
 
 /* Draws the process key from getrandom(2) the first time (later calls do nothing). If the
@@ -67,7 +67,8 @@ void sm_random_init(struct sm_random *rng, uint64_t stream);
 /* 64 random bits. */
 uint64_t sm_random_u64(struct sm_random *rng);
 
-/* A random number in [0, bound), bound >= 1. */
+/* A random number in [0, bound), bound >= 1 (bounds up to 2^16 draw 16 bits, with a bias
+ * of at most bound / 2^16). */
 uint32_t sm_random_below(struct sm_random *rng, uint32_t bound);
 
 /* Fills buf with len random bytes straight from the kernel (a stream if it refuses). */

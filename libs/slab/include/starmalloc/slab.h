@@ -5,7 +5,8 @@
  * A slot is free, allocated (owned by the user), or deferred: freed by the user but not yet
  * reusable (held in a quarantine). A deferred slot still counts as in use.
  * The engine works only on memory it is handed: it never maps, locks or reports; callers
- * hold the lock of the (arena, class) that owns the slabs. */
+ * hold the lock of the (arena, class) that owns the slabs, except for sm_slab_defer_slot,
+ * sm_slab_undefer_slot and the read-only queries, which are atomic and safe without it. */
 #ifndef STARMALLOC_SLAB_H
 #define STARMALLOC_SLAB_H
 
@@ -74,18 +75,11 @@ int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start);
  * unchanged and SM_SLAB_DOUBLE_FREE is returned. */
 enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned slot);
 
-/* Marks an allocated slot deferred: freed, but not claimable until sm_slab_release_deferred.
- * A slot that is free or already deferred is left unchanged and SM_SLAB_DOUBLE_FREE returned. */
-enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot);
-
 /* Makes a deferred slot free (claimable). The slot must be deferred. */
 void sm_slab_release_deferred(struct sm_slab *slab, unsigned slot);
 
 /* Whether slot is in use (allocated or deferred). */
 bool sm_slab_slot_in_use(const struct sm_slab *slab, unsigned slot);
-
-/* Whether slot is allocated: in use and not deferred. */
-bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot);
 
 static inline bool sm_slab_is_full(const struct sm_slab *slab)
 {
@@ -118,6 +112,53 @@ static inline uint32_t sm_slab_list_last(const struct sm_slab_lists *lists,
 {
     (void)slabs; /* the list keeps its tail; the array stays in the signature like its siblings */
     return lists->by_state[state].tail;
+}
+
+/* Concurrency: `used` is written only by the holder of the owning (arena, class) lock, but
+ * read without it (free validates a pointer before locking anything); `deferred` is also
+ * changed without the lock (thread caches). So every access to the bitmaps is atomic:
+ * relaxed loads and stores of `used`, atomic read-modify-writes of `deferred`. The three
+ * functions below are inline because they are on the allocator's fast paths. */
+static inline uint64_t sm_slab_load_bits(const uint64_t *word)
+{
+    return __atomic_load_n(word, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t sm_slab_bit_of(unsigned slot)
+{
+    return UINT64_C(1) << (slot % 64);
+}
+
+/* Whether slot is allocated: in use and not deferred. */
+static inline bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot)
+{
+    uint64_t bits =
+        sm_slab_load_bits(&slab->used[slot / 64]) & ~sm_slab_load_bits(&slab->deferred[slot / 64]);
+    return (bits & sm_slab_bit_of(slot)) != 0;
+}
+
+/* Marks an allocated slot deferred: freed, but not claimable until sm_slab_release_deferred.
+ * A slot that is free or already deferred is left unchanged and SM_SLAB_DOUBLE_FREE returned;
+ * of two racing calls on one slot, exactly one succeeds. Safe without the owner's lock. */
+static inline enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
+{
+    uint64_t bit = sm_slab_bit_of(slot);
+    /* Setting the bit first makes two racing frees of one slot see each other. */
+    uint64_t before = __atomic_fetch_or(&slab->deferred[slot / 64], bit, __ATOMIC_RELAXED);
+    if (before & bit)
+        return SM_SLAB_DOUBLE_FREE;
+    if (!(sm_slab_load_bits(&slab->used[slot / 64]) & bit)) {
+        __atomic_fetch_and(&slab->deferred[slot / 64], ~bit, __ATOMIC_RELAXED);
+        return SM_SLAB_DOUBLE_FREE;
+    }
+    return SM_SLAB_RELEASED;
+}
+
+/* Makes a deferred slot allocated again (a thread cache handing it to the user). The slot
+ * must be deferred. Safe without the owner's lock. */
+static inline void sm_slab_undefer_slot(struct sm_slab *slab, unsigned slot)
+{
+    __atomic_fetch_and(&slab->deferred[slot / 64], ~sm_slab_bit_of(slot), __ATOMIC_RELAXED);
 }
 
 #ifdef __cplusplus

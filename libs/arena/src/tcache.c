@@ -1,0 +1,365 @@
+/* Thread caches: each thread keeps, per size class, a few slots ready to hand out and (with
+ * slot quarantine) a few freed slots on their way to the quarantine, so that most malloc
+ * and free calls take no lock. A cached slot is "deferred" in its slab's bitmap, so a double
+ * free of it is still caught, and it goes back to its own slab under its owner's lock. */
+#include <pthread.h>
+#include <string.h>
+
+#include "arena_internal.h"
+#include "starmalloc/region.h"
+
+enum {
+    CACHE_SLOTS_MAX = 16,             /* ready slots per class */
+    CACHE_BYTES_PER_CLASS = 64 << 10, /* and at most about this many bytes of them */
+    PENDING_MAX = 8,                  /* freed slots gathered before one trip to the quarantine */
+    CACHES_MAX = 16384,               /* thread caches that can exist at once */
+};
+
+/* A ready slot remembers its slab and index, so handing it out needs no address
+ * arithmetic: one atomic bit clear. */
+struct cache_bin {
+    uint32_t count;    /* ready slots: slots[0..count), the next one on top */
+    uint32_t capacity; /* how many ready slots this class may hold */
+    uint32_t pending;  /* freed slots in pending[0..pending) */
+    uint32_t refill;   /* slots claimed per refill */
+    void *slots[CACHE_SLOTS_MAX];
+    struct sm_slab *slabs[CACHE_SLOTS_MAX];
+    uint8_t slot_index[CACHE_SLOTS_MAX];
+    void *pending_slots[SM_SLOT_QUARANTINE ? PENDING_MAX : 1];
+};
+
+struct sm_tcache {
+    struct cache_bin bins[SM_NB_CLASSES];
+    unsigned arena;
+    struct sm_tcache *next; /* in the live list, or the free list */
+    struct sm_tcache *prev; /* in the live list */
+};
+
+/* Caches are carved from their own reservation and recycled: a thread's cache returns to
+ * the free list when the thread exits, so thousands of short threads reuse a few caches. */
+static struct {
+    struct sm_lock lock;
+    char *base;
+    size_t reserved_bytes;
+    size_t carved_bytes;
+    struct sm_tcache *free_list;
+    struct sm_tcache *live;
+    pthread_key_t key;
+} pool;
+
+enum { CACHE_NONE = 0, CACHE_ACTIVE, CACHE_UNAVAILABLE };
+static __thread struct sm_tcache *thread_cache __attribute__((tls_model("initial-exec")));
+static __thread int thread_cache_state __attribute__((tls_model("initial-exec")));
+
+static size_t cache_bytes(void)
+{
+    return (sizeof(struct sm_tcache) + SM_PAGE_SIZE - 1) & ~(size_t)(SM_PAGE_SIZE - 1);
+}
+
+/* ---- returning slots to their slabs ------------------------------------------------ */
+
+/* Gives `count` deferred slots back: freed (without quarantine) or into the quarantine of
+ * their owner, taking each owner's lock once per run of slots with the same owner. */
+static void return_slots(void *const *slots, uint32_t count, bool to_quarantine)
+{
+    struct sm_class_state *locked = NULL;
+    for (uint32_t i = 0; i < count; i++) {
+        struct sm_slot_ref ref;
+        sm_arena_locate_inline(slots[i], &ref);
+        if (ref.owner != locked) {
+            if (locked)
+                sm_lock_release(&locked->lock);
+            locked = ref.owner;
+            sm_lock_acquire(&locked->lock);
+        }
+        if (to_quarantine)
+            sm_arena_quarantine_locked(locked, ref.slab, ref.slot);
+        else
+            sm_arena_release_deferred_locked(locked, ref.slab, ref.slot);
+    }
+    if (locked)
+        sm_lock_release(&locked->lock);
+}
+
+static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
+{
+    return_slots(bin->pending_slots, bin->pending, true);
+    bin->pending = 0;
+}
+
+/* Returns the older half of the ready slots (the bottom of the stack). */
+static __attribute__((noinline)) void flush_half(struct cache_bin *bin)
+{
+    uint32_t half = (bin->count + 1) / 2;
+    uint32_t rest = bin->count - half;
+    return_slots(bin->slots, half, false);
+    memmove(bin->slots, bin->slots + half, rest * sizeof(bin->slots[0]));
+    memmove(bin->slabs, bin->slabs + half, rest * sizeof(bin->slabs[0]));
+    memmove(bin->slot_index, bin->slot_index + half, rest * sizeof(bin->slot_index[0]));
+    bin->count = rest;
+}
+
+static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uint32_t slot)
+{
+    bin->slots[bin->count] = p;
+    bin->slabs[bin->count] = slab;
+    bin->slot_index[bin->count] = (uint8_t)slot;
+    bin->count++;
+}
+
+static void flush_cache(struct sm_tcache *cache)
+{
+    for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
+        struct cache_bin *bin = &cache->bins[c];
+        return_slots(bin->slots, bin->count, false);
+        bin->count = 0;
+        if (SM_SLOT_QUARANTINE)
+            flush_pending(bin);
+    }
+}
+
+/* ---- cache life cycle -------------------------------------------------------------- */
+
+static void unlink_live(struct sm_tcache *cache)
+{
+    if (cache->prev)
+        cache->prev->next = cache->next;
+    else
+        pool.live = cache->next;
+    if (cache->next)
+        cache->next->prev = cache->prev;
+}
+
+/* Thread exit (pthread key destructor): everything cached goes back, the cache is recycled,
+ * and whatever this thread still frees or allocates takes the uncached path. */
+static void thread_exit(void *arg)
+{
+    struct sm_tcache *cache = arg;
+    thread_cache = NULL;
+    thread_cache_state = CACHE_UNAVAILABLE;
+    flush_cache(cache);
+    sm_lock_acquire(&pool.lock);
+    unlink_live(cache);
+    cache->next = pool.free_list;
+    pool.free_list = cache;
+    sm_lock_release(&pool.lock);
+}
+
+static struct sm_tcache *take_cache(void)
+{
+    struct sm_tcache *cache = pool.free_list;
+    if (cache) {
+        pool.free_list = cache->next;
+        return cache;
+    }
+    if (pool.carved_bytes + cache_bytes() > pool.reserved_bytes)
+        return NULL;
+    cache = (void *)(pool.base + pool.carved_bytes);
+    if (!sm_region_commit(cache, cache_bytes()))
+        return NULL;
+    pool.carved_bytes += cache_bytes();
+    return cache;
+}
+
+static void init_bins(struct sm_tcache *cache)
+{
+    for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
+        struct cache_bin *bin = &cache->bins[c];
+        uint32_t slot_size = sm_arena_state(0, c)->info.slot_size;
+        uint32_t capacity = CACHE_BYTES_PER_CLASS / slot_size;
+        if (capacity > CACHE_SLOTS_MAX)
+            capacity = CACHE_SLOTS_MAX;
+        bin->capacity = capacity ? capacity : 1;
+        bin->refill = (bin->capacity + 1) / 2;
+        bin->count = 0;
+        bin->pending = 0;
+    }
+}
+
+/* The calling thread's cache, created at its first use; NULL when the thread runs without
+ * one (exiting, or CACHES_MAX caches live). */
+static struct sm_tcache *cache_of_thread(void)
+{
+    if (thread_cache || thread_cache_state != CACHE_NONE)
+        return thread_cache;
+    thread_cache_state = CACHE_UNAVAILABLE; /* a malloc from inside this function goes uncached */
+    sm_lock_acquire(&pool.lock);
+    struct sm_tcache *cache = take_cache();
+    if (cache) {
+        cache->prev = NULL;
+        cache->next = pool.live;
+        if (pool.live)
+            pool.live->prev = cache;
+        pool.live = cache;
+    }
+    sm_lock_release(&pool.lock);
+    if (!cache)
+        return NULL;
+    init_bins(cache);
+    cache->arena = sm_arena_of_thread();
+    if (pthread_setspecific(pool.key, cache) != 0) {
+        thread_exit(cache); /* no destructor: do not cache in this thread */
+        return NULL;
+    }
+    thread_cache_state = CACHE_ACTIVE;
+    thread_cache = cache;
+    return cache;
+}
+
+bool sm_tcache_init(void)
+{
+    size_t bytes = (size_t)CACHES_MAX * cache_bytes();
+    size_t limit = sm_region_address_space_limit();
+    if (limit != SIZE_MAX && bytes > limit / 16)
+        bytes = limit / 16;
+    pool.base = sm_region_reserve_shrinking(&bytes, 16 * cache_bytes(), SM_PAGE_SIZE);
+    if (!pool.base)
+        return false;
+    pool.reserved_bytes = bytes;
+    return pthread_key_create(&pool.key, thread_exit) == 0;
+}
+
+/* ---- allocation and free ----------------------------------------------------------- */
+
+/* The top ready slot leaves the cache for the user. */
+static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
+{
+    uint32_t top = --bin->count;
+    void *p = bin->slots[top];
+    struct sm_slab *slab = bin->slabs[top];
+    sm_slab_undefer_slot(slab, bin->slot_index[top]);
+    *zeroed = sm_harden_on_alloc(p, sm_arena_state(0, cls)->info.slot_size, slab->secret);
+    return p;
+}
+
+/* Refills an empty bin with a batch claimed under one lock. */
+static uint32_t refill_bin(struct sm_tcache *cache, struct cache_bin *bin, unsigned cls)
+{
+    uint32_t n = sm_arena_claim_batch(sm_arena_state(cache->arena, cls), bin->refill, bin->slots,
+                                      bin->slabs, bin->slot_index);
+    bin->count = n;
+    return n;
+}
+
+static __attribute__((noinline)) void *alloc_uncached_or_refill(unsigned cls, int *zeroed)
+{
+    struct sm_tcache *cache = cache_of_thread();
+    if (!cache)
+        return sm_arena_alloc(sm_arena_of_thread(), cls, zeroed);
+    struct cache_bin *bin = &cache->bins[cls];
+    if (refill_bin(cache, bin, cls) == 0)
+        return NULL;
+    return hand_out(bin, cls, zeroed);
+}
+
+void *sm_arena_cache_pop(unsigned cls, int *zeroed)
+{
+    struct sm_tcache *cache = thread_cache;
+    if (__builtin_expect(cache == NULL, 0))
+        return NULL;
+    struct cache_bin *bin = &cache->bins[cls];
+    if (__builtin_expect(bin->count == 0, 0))
+        return NULL;
+    return hand_out(bin, cls, zeroed);
+}
+
+void *sm_arena_alloc_cached(unsigned cls, int *zeroed)
+{
+    void *p = sm_arena_cache_pop(cls, zeroed);
+    return p ? p : alloc_uncached_or_refill(cls, zeroed);
+}
+
+static __attribute__((noinline, cold)) _Noreturn void fail_free(const char *what, const void *p)
+{
+    sm_fatal(what, p);
+}
+
+static __attribute__((noinline)) void push_to_full_bin(struct cache_bin *bin, void *p,
+                                                       struct sm_slab *slab, uint32_t slot)
+{
+    flush_half(bin);
+    push_ready(bin, p, slab, slot);
+}
+
+/* A free before this thread has a cache (its first call) or once it has none. */
+static __attribute__((noinline)) void free_without_cache(void *p)
+{
+    struct sm_tcache *cache = cache_of_thread();
+    if (!cache) {
+        return_slots(&p, 1, SM_SLOT_QUARANTINE);
+        return;
+    }
+    struct sm_slot_ref ref;
+    sm_arena_locate_inline(p, &ref);
+    struct cache_bin *bin = &cache->bins[ref.owner->class_index];
+    if (SM_SLOT_QUARANTINE)
+        bin->pending_slots[bin->pending++] = p; /* the cache is new: room is certain */
+    else
+        push_ready(bin, p, &ref.owner->slabs[ref.slab], ref.slot);
+}
+
+void sm_arena_free_cached(void *p)
+{
+    struct sm_slot_ref ref;
+    struct sm_slab *slab = sm_arena_slab_of(p, &ref);
+    if (__builtin_expect(slab == NULL, 0))
+        fail_free("invalid free", p);
+    if (__builtin_expect(sm_slab_defer_slot(slab, ref.slot) != SM_SLAB_RELEASED, 0))
+        fail_free("double free", p);
+    if (__builtin_expect(!sm_harden_on_free(p, ref.slot_size, slab->secret), 0))
+        fail_free("canary corrupted", p);
+    struct sm_tcache *cache = thread_cache;
+    if (__builtin_expect(cache == NULL, 0)) {
+        free_without_cache(p);
+        return;
+    }
+    struct cache_bin *bin = &cache->bins[ref.owner->class_index];
+    if (SM_SLOT_QUARANTINE) {
+        /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
+        bin->pending_slots[bin->pending++] = p;
+        if (bin->pending == PENDING_MAX)
+            flush_pending(bin);
+        return;
+    }
+    if (__builtin_expect(bin->count == bin->capacity, 0)) {
+        push_to_full_bin(bin, p, slab, ref.slot); /* a tail call keeps the fast path lean */
+        return;
+    }
+    push_ready(bin, p, slab, ref.slot);
+}
+
+void sm_arena_flush_thread_cache(void)
+{
+    if (thread_cache)
+        flush_cache(thread_cache);
+}
+
+/* ---- fork -------------------------------------------------------------------------- */
+
+void sm_tcache_fork_prepare(void)
+{
+    sm_lock_acquire(&pool.lock);
+}
+
+void sm_tcache_fork_parent(void)
+{
+    sm_lock_release(&pool.lock);
+}
+
+/* In the child only the forking thread exists: the other threads' caches would hold their
+ * slots forever, so they are emptied and recycled (the class locks are already reset). */
+void sm_tcache_fork_child(void)
+{
+    atomic_store_explicit(&pool.lock.state, 0, memory_order_relaxed);
+    struct sm_tcache *cache = pool.live;
+    while (cache) {
+        struct sm_tcache *next = cache->next;
+        if (cache != thread_cache) {
+            flush_cache(cache);
+            unlink_live(cache);
+            cache->next = pool.free_list;
+            pool.free_list = cache;
+        }
+        cache = next;
+    }
+}

@@ -203,34 +203,35 @@ static void slab_after_release(struct sm_class_state *s, uint32_t index)
 
 /* ---- slot quarantine --------------------------------------------------------------- */
 
-static void release_quarantined(struct sm_class_state *s, uint32_t entry)
+static void release_entry(struct sm_class_state *s, uint32_t entry)
 {
     uint32_t index = entry >> 8;
     sm_slab_release_deferred(&s->slabs[index], entry & 0xff);
     s->slots_in_use--;
-    s->quarantined--;
     slab_after_release(s, index);
 }
 
 /* Holds `entry` back: it replaces a random entry of the random stage, which moves to the
- * FIFO stage, whose oldest entry (when the stage is full) becomes free again. */
-static void quarantine_push(struct sm_class_state *s, uint32_t entry)
+ * FIFO stage; when that stage is full its oldest entry leaves the quarantine and is
+ * returned (still deferred), else SM_QUARANTINE_NONE. */
+static uint32_t quarantine_push(struct sm_class_state *s, uint32_t entry)
 {
     s->quarantined++;
     uint32_t place = sm_random_below(&s->rng, s->quarantine_capacity);
     uint32_t evicted = s->quarantine_random[place];
     s->quarantine_random[place] = entry;
     if (evicted == SM_QUARANTINE_NONE)
-        return;
+        return SM_QUARANTINE_NONE;
     if (s->fifo_count == s->quarantine_capacity) {
         uint32_t oldest = s->quarantine_fifo[s->fifo_head];
         s->quarantine_fifo[s->fifo_head] = evicted;
         s->fifo_head = (s->fifo_head + 1) % s->quarantine_capacity;
-        release_quarantined(s, oldest);
-        return;
+        s->quarantined--;
+        return oldest;
     }
     s->quarantine_fifo[(s->fifo_head + s->fifo_count) % s->quarantine_capacity] = evicted;
     s->fifo_count++;
+    return SM_QUARANTINE_NONE;
 }
 
 void sm_arena_state_init_policies(struct sm_class_state *s, uint64_t stream)
@@ -344,9 +345,15 @@ void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, u
     slab_after_release(s, slab);
 }
 
-void sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot)
+bool sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot,
+                                uint32_t *out_slab, uint32_t *out_slot)
 {
-    quarantine_push(s, slab << 8 | slot);
+    uint32_t left = quarantine_push(s, slab << 8 | slot);
+    if (left == SM_QUARANTINE_NONE)
+        return false;
+    *out_slab = left >> 8;
+    *out_slot = left & 0xff;
+    return true;
 }
 
 static _Noreturn void unlock_and_fail(struct sm_class_state *s, const char *what, const void *p)
@@ -371,7 +378,9 @@ void sm_arena_free(void *p)
         unlock_and_fail(s, "canary corrupted", p);
     if (SM_SLOT_QUARANTINE) {
         sm_slab_defer_slot(slab, ref.slot);
-        quarantine_push(s, ref.slab << 8 | ref.slot);
+        uint32_t left = quarantine_push(s, ref.slab << 8 | ref.slot);
+        if (left != SM_QUARANTINE_NONE)
+            release_entry(s, left);
     } else {
         sm_slab_release_slot(slab, ref.slot);
         s->slots_in_use--;

@@ -53,9 +53,20 @@ uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **s
  * fills *ref. Safe without any lock (arithmetic and atomic loads). */
 struct sm_slab *sm_arena_slab_of(void *p, struct sm_slot_ref *ref);
 
-/* With s's lock held: makes a deferred slot free, or holds it in the slot quarantine. */
+/* With s's lock held: makes a deferred slot free. */
 void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot);
-void sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot);
+
+/* With s's lock held: holds a deferred slot in the slot quarantine. When that makes another
+ * slot leave the quarantine, returns true with it in out_slab and out_slot, still deferred:
+ * the caller reuses it or releases it with sm_arena_release_deferred_locked. */
+bool sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot,
+                                uint32_t *out_slab, uint32_t *out_slot);
+
+static inline char *sm_arena_slot_address(const struct sm_class_state *s, uint32_t slab,
+                                          uint32_t slot)
+{
+    return s->slab_memory + (size_t)slab * s->slab_bytes + (size_t)slot * s->info.slot_size;
+}
 
 /* Thread caches (tcache.c). */
 bool sm_tcache_init(void);

@@ -58,32 +58,63 @@ static size_t cache_bytes(void)
 
 /* ---- returning slots to their slabs ------------------------------------------------ */
 
-/* Gives `count` deferred slots back: freed (without quarantine) or into the quarantine of
- * their owner, taking each owner's lock once per run of slots with the same owner. */
-static void return_slots(void *const *slots, uint32_t count, bool to_quarantine)
+/* Locks `owner`, first releasing the lock held in *locked if it is another one: a run of
+ * slots with the same owner takes its lock once. */
+static void lock_owner(struct sm_class_state **locked, struct sm_class_state *owner)
+{
+    if (*locked == owner)
+        return;
+    if (*locked)
+        sm_lock_release(&(*locked)->lock);
+    *locked = owner;
+    sm_lock_acquire(&owner->lock);
+}
+
+/* Gives `count` deferred ready slots back to their slabs. */
+static void return_slots(void *const *slots, uint32_t count)
 {
     struct sm_class_state *locked = NULL;
     for (uint32_t i = 0; i < count; i++) {
         struct sm_slot_ref ref;
         sm_arena_locate_inline(slots[i], &ref);
-        if (ref.owner != locked) {
-            if (locked)
-                sm_lock_release(&locked->lock);
-            locked = ref.owner;
-            sm_lock_acquire(&locked->lock);
-        }
-        if (to_quarantine)
-            sm_arena_quarantine_locked(locked, ref.slab, ref.slot);
-        else
-            sm_arena_release_deferred_locked(locked, ref.slab, ref.slot);
+        lock_owner(&locked, ref.owner);
+        sm_arena_release_deferred_locked(locked, ref.slab, ref.slot);
     }
     if (locked)
         sm_lock_release(&locked->lock);
 }
 
+static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uint32_t slot);
+static void drop_bottom(struct cache_bin *bin, uint32_t n);
+
+/* The freed slots gathered in the bin enter the quarantine of their owners. The slots that
+ * leave the quarantine in exchange are ready for reuse: they go on the bin's ready stack
+ * (they are zeroed and still deferred), or back to their slab when the stack is full. */
 static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
 {
-    return_slots(bin->pending_slots, bin->pending, true);
+    struct sm_class_state *locked = NULL;
+    for (uint32_t i = 0; i < bin->pending; i++) {
+        struct sm_slot_ref ref;
+        uint32_t slab, slot;
+        sm_arena_locate_inline(bin->pending_slots[i], &ref);
+        lock_owner(&locked, ref.owner);
+        if (!sm_arena_quarantine_locked(locked, ref.slab, ref.slot, &slab, &slot))
+            continue;
+        if (bin->count == bin->capacity) {
+            /* Release the oldest ready slot rather than the newest: after a mass free the
+             * stack then holds the latest slots, and the first emptied slabs can retire. */
+            void *oldest = bin->slots[0];
+            struct sm_slot_ref old_ref;
+            sm_arena_locate_inline(oldest, &old_ref);
+            lock_owner(&locked, old_ref.owner);
+            sm_arena_release_deferred_locked(locked, old_ref.slab, old_ref.slot);
+            drop_bottom(bin, 1);
+            lock_owner(&locked, ref.owner);
+        }
+        push_ready(bin, sm_arena_slot_address(locked, slab, slot), &locked->slabs[slab], slot);
+    }
+    if (locked)
+        sm_lock_release(&locked->lock);
     bin->pending = 0;
 }
 
@@ -91,11 +122,17 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
 static __attribute__((noinline)) void flush_half(struct cache_bin *bin)
 {
     uint32_t half = (bin->count + 1) / 2;
-    uint32_t rest = bin->count - half;
-    return_slots(bin->slots, half, false);
-    memmove(bin->slots, bin->slots + half, rest * sizeof(bin->slots[0]));
-    memmove(bin->slabs, bin->slabs + half, rest * sizeof(bin->slabs[0]));
-    memmove(bin->slot_index, bin->slot_index + half, rest * sizeof(bin->slot_index[0]));
+    return_slots(bin->slots, half);
+    drop_bottom(bin, half);
+}
+
+/* Removes the n bottom (oldest) entries of the ready stack. */
+static void drop_bottom(struct cache_bin *bin, uint32_t n)
+{
+    uint32_t rest = bin->count - n;
+    memmove(bin->slots, bin->slots + n, rest * sizeof(bin->slots[0]));
+    memmove(bin->slabs, bin->slabs + n, rest * sizeof(bin->slabs[0]));
+    memmove(bin->slot_index, bin->slot_index + n, rest * sizeof(bin->slot_index[0]));
     bin->count = rest;
 }
 
@@ -111,10 +148,10 @@ static void flush_cache(struct sm_tcache *cache)
 {
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
         struct cache_bin *bin = &cache->bins[c];
-        return_slots(bin->slots, bin->count, false);
-        bin->count = 0;
         if (SM_SLOT_QUARANTINE)
             flush_pending(bin);
+        return_slots(bin->slots, bin->count);
+        bin->count = 0;
     }
 }
 
@@ -281,12 +318,28 @@ static __attribute__((noinline)) void push_to_full_bin(struct cache_bin *bin, vo
     push_ready(bin, p, slab, slot);
 }
 
+/* A deferred slot freed by a thread without a cache: into the quarantine, or released. */
+static void free_to_owner(void *p)
+{
+    if (!SM_SLOT_QUARANTINE) {
+        return_slots(&p, 1);
+        return;
+    }
+    struct sm_slot_ref ref;
+    uint32_t slab, slot;
+    sm_arena_locate_inline(p, &ref);
+    sm_lock_acquire(&ref.owner->lock);
+    if (sm_arena_quarantine_locked(ref.owner, ref.slab, ref.slot, &slab, &slot))
+        sm_arena_release_deferred_locked(ref.owner, slab, slot);
+    sm_lock_release(&ref.owner->lock);
+}
+
 /* A free before this thread has a cache (its first call) or once it has none. */
 static __attribute__((noinline)) void free_without_cache(void *p)
 {
     struct sm_tcache *cache = cache_of_thread();
     if (!cache) {
-        return_slots(&p, 1, SM_SLOT_QUARANTINE);
+        free_to_owner(p);
         return;
     }
     struct sm_slot_ref ref;

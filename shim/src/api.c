@@ -89,6 +89,11 @@ void *starmalloc_realloc(void *p, size_t size)
     }
     if (sm_heap_resize_in_place(p, size))
         return p;
+    if (size > SM_MAX_SMALL_SIZE && !sm_arena_contains(p)) {
+        void *moved = sm_large_grow(p, size);
+        if (moved)
+            return moved;
+    }
     void *q = starmalloc_malloc(size);
     if (!q)
         return NULL;

@@ -30,6 +30,10 @@ void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */
 size_t sm_large_usable_size(void *p, bool *freed);
 bool sm_large_resize_in_place(void *p, size_t size);
+/* Grows the large object p to size bytes by moving its pages (no copy) to a new mapping
+ * with fresh guards; returns its new address, or NULL (p unchanged) when p is not a large
+ * object, size is not larger, or the kernel refuses. */
+void *sm_large_grow(void *p, size_t size);
 void sm_large_fork_prepare(void);
 void sm_large_fork_parent(void);
 void sm_large_fork_child(void);

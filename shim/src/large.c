@@ -258,6 +258,45 @@ void sm_large_free(void *p)
     quarantine_hold(&object);
 }
 
+void *sm_large_grow(void *p, size_t size)
+{
+    if (size > SIZE_MAX - 2 * SM_PAGE_SIZE)
+        return NULL;
+    size_t usable = page_round(size);
+    sm_lock_acquire(&large.lock);
+    struct sm_avl_entry *found = sm_avl_find(&large.map, (uintptr_t)p);
+    struct sm_avl_entry old = found ? *found : (struct sm_avl_entry){0, 0, 0, 0};
+    sm_lock_release(&large.lock);
+    if (!found || usable <= old.size)
+        return NULL;
+    /* A new place with fresh guards; the pages move there without being copied. */
+    size_t before = guard_bytes();
+    size_t after = guard_bytes();
+    if (usable > SIZE_MAX - before - after)
+        return NULL;
+    size_t total = usable + before + after;
+    char *base = sm_region_reserve(total, SM_PAGE_SIZE);
+    if (!base)
+        return NULL;
+    if (!sm_region_move((void *)old.addr, old.size, base + before, usable)) {
+        sm_region_release(base, total);
+        return NULL;
+    }
+    struct sm_avl_entry moved = {(uintptr_t)base + before, usable, (uintptr_t)base, total};
+    sm_lock_acquire(&large.lock);
+    /* The removal frees a node, so the insertion cannot run out of memory. */
+    sm_avl_remove(&large.map, old.addr, NULL);
+    sm_avl_insert(&large.map, &moved);
+    large.freed[large.freed_next++ % FREED_RING] = old.addr;
+    sm_lock_release(&large.lock);
+    if (old.addr > old.map_addr)
+        sm_region_release((void *)old.map_addr, old.addr - old.map_addr);
+    uintptr_t old_end = old.addr + old.size;
+    if (old.map_addr + old.map_size > old_end)
+        sm_region_release((void *)old_end, old.map_addr + old.map_size - old_end);
+    return (void *)moved.addr;
+}
+
 size_t sm_large_usable_size(void *p, bool *freed)
 {
     sm_lock_acquire(&large.lock);

@@ -1,4 +1,5 @@
 /* Virtual memory: the single place that talks to the kernel about mappings. */
+#define _GNU_SOURCE /* mremap */
 #include "starmalloc/region.h"
 
 #include <stdatomic.h>
@@ -115,6 +116,18 @@ bool sm_region_unmap(void *addr, size_t bytes, size_t committed)
     if (munmap(addr, bytes) != 0)
         return false;
     count_uncommitted(committed);
+    return true;
+}
+
+bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new_bytes)
+{
+    void *p = mremap(old_addr, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
+    if (p == MAP_FAILED)
+        return false;
+    if (new_bytes > old_bytes)
+        count_committed(new_bytes - old_bytes);
+    else
+        count_uncommitted(old_bytes - new_bytes);
     return true;
 }
 

@@ -53,6 +53,12 @@ bool sm_region_release(void *addr, size_t bytes);
  * object's mapping with its guard pages): on success they no longer count as committed. */
 bool sm_region_unmap(void *addr, size_t bytes, size_t committed_bytes);
 
+/* Moves the committed pages [old_addr, old_addr + old_bytes) to new_addr (replacing what is
+ * mapped there, e.g. a reservation) without copying them, resized to new_bytes (growth
+ * adds zeroed pages). The old range is left unmapped. Returns false, changing nothing,
+ * when the kernel refuses. */
+bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new_bytes);
+
 /* Maps bytes of fresh zeroed read-write memory aligned to `align` (a power of two, at
  * least a page). Returns NULL when the kernel refuses. */
 void *sm_region_map(size_t bytes, size_t align);

@@ -8,7 +8,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prefix="${1:-$repo/build}"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
-"$repo/cmake/install-deps.sh" build-essential cmake pkg-config clang libcmocka-dev python3 perl git
+"$repo/cmake/install-deps.sh" build-essential cmake pkg-config clang libcmocka-dev python3 perl git \
+  libbenchmark-dev
 
 build() { # build <dir> <cmake args...>
   local dir="$1"; shift
@@ -17,11 +18,12 @@ build() { # build <dir> <cmake args...>
 }
 
 # Release with gcc (IPO): the configuration users get. Runs the whole suite.
-build "$prefix/release" -DCMAKE_BUILD_TYPE=Release
+build "$prefix/release" -DCMAKE_BUILD_TYPE=Release -DSTARMALLOC_BUILD_BENCHMARKS=ON
 (cd "$prefix/release" && ctest --output-on-failure -j "$jobs")
 
 # Debug with clang: the same code must be warning-free under the other compiler too.
-build "$prefix/clang-debug" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
-(cd "$prefix/clang-debug" && ctest --output-on-failure -j "$jobs" -L "unit|abi")
+build "$prefix/clang-debug" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DSTARMALLOC_BUILD_BENCHMARKS=ON
+(cd "$prefix/clang-debug" && ctest --output-on-failure -j "$jobs" -L "^(unit|abi|security|stress|bench-smoke)$")
 
 echo "run-all: all tests passed"

@@ -348,5 +348,5 @@ void sm_large_fork_parent(void)
 
 void sm_large_fork_child(void)
 {
-    atomic_store_explicit(&large.lock.state, 0, memory_order_relaxed);
+    sm_lock_reset(&large.lock);
 }

@@ -85,7 +85,7 @@ void starmalloc_stats_get(struct starmalloc_stats *out)
             struct class_totals t;
             class_totals(c, &t);
             out->small_slots_in_use += t.slots_in_use;
-            out->small_bytes_in_use += t.slots_in_use * sm_sizeclass_info(c)->slot_size;
+            out->small_bytes_in_use += t.slots_in_use * sm_sizeclass_geometry(c)->slot_size;
             out->small_slabs += t.slabs;
         }
     }
@@ -239,7 +239,7 @@ void starmalloc_stats_print(int fd)
             class_totals(c, &t);
             if (t.slabs_used == 0 && t.slots_in_use == 0)
                 continue;
-            uint64_t slot_size = sm_sizeclass_info(c)->slot_size;
+            uint64_t slot_size = sm_sizeclass_geometry(c)->slot_size;
             uint64_t bytes = t.slots_in_use * slot_size;
             out_class_row(&o, NULL, slot_size, &t, bytes);
             sum.slabs += t.slabs;

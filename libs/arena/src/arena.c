@@ -1,4 +1,5 @@
 /* Small-object allocation and free within the (arena, class) regions. */
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "arena_internal.h"
@@ -428,7 +429,7 @@ void sm_arena_fork_child(void)
 {
     /* The child has one thread: nobody can be waiting, so the locks are simply reset. */
     for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++)
-        atomic_store_explicit(&sm_layout.states[i].lock.state, 0, memory_order_relaxed);
+        sm_lock_reset(&sm_layout.states[i].lock);
     sm_tcache_fork_child();
 }
 

@@ -23,22 +23,31 @@ static inline struct sm_class_state *sm_arena_state(unsigned arena, unsigned cls
     return &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
 }
 
-/* sm_arena_locate, inlined into the hot paths: pointer -> (owner, slab, slot) by arithmetic. */
-static inline enum sm_locate_result sm_arena_locate_inline(const void *p, struct sm_slot_ref *ref)
+/* Pointer -> (owner, slab, slot) by arithmetic, for a p known to be the start of a slot
+ * (e.g. a slot a thread cache holds). Fills *ref whatever p is. */
+static inline void sm_arena_locate_trusted(const void *p, struct sm_slot_ref *ref)
 {
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
     struct sm_class_state *owner = &sm_layout.states[offset >> sm_layout.region_shift];
-    const struct sm_sizeclass_info *info = &owner->info;
     size_t in_region = offset & (sm_layout.region_bytes - 1);
-    uint32_t slab = sm_sizeclass_slab_index(info, (uint32_t)(in_region / SM_PAGE_SIZE));
+    uint32_t slab = sm_sizeclass_slab_index(&owner->info, (uint32_t)(in_region / SM_PAGE_SIZE));
     uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * owner->slab_bytes);
-    uint32_t slot = sm_sizeclass_slot_index(info, in_slab);
-    if (slot >= info->slots || slot * info->slot_size != in_slab)
-        return SM_LOCATE_NOT_SLOT_START;
     ref->owner = owner;
     ref->slab = slab;
-    ref->slot = slot;
-    ref->slot_size = info->slot_size;
+    ref->slot = sm_sizeclass_slot_index(&owner->info, in_slab);
+    ref->slot_size = owner->info.slot_size;
+}
+
+/* sm_arena_locate, inlined into the hot paths: like sm_arena_locate_trusted, then checks
+ * that p really is the start of a slot. */
+static inline enum sm_locate_result sm_arena_locate_inline(const void *p, struct sm_slot_ref *ref)
+{
+    sm_arena_locate_trusted(p, ref);
+    size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
+    uint32_t in_slab = (uint32_t)((offset & (sm_layout.region_bytes - 1)) -
+                                  (size_t)ref->slab * ref->owner->slab_bytes);
+    if (ref->slot >= ref->owner->info.slots || ref->slot * ref->slot_size != in_slab)
+        return SM_LOCATE_NOT_SLOT_START;
     return SM_LOCATE_OK;
 }
 

@@ -88,7 +88,7 @@ static void init_states(void)
             size_t i = (size_t)a * SM_NB_CLASSES + c;
             struct sm_class_state *s = &states[i];
             s->class_index = c;
-            s->info = *sm_sizeclass_info(c);
+            s->info = *sm_sizeclass_geometry(c);
             s->slab_bytes = sm_sizeclass_slab_bytes(c);
             s->max_slabs = slabs_per_region(c, sm_layout.region_bytes);
             s->slab_memory = sm_layout.slab_base + i * sm_layout.region_bytes;

@@ -16,45 +16,54 @@ static void cpu_relax(void)
 #endif
 }
 
-static void futex_wait(atomic_int *word, int expected)
+static void futex_wait(int *word, int expected)
 {
     syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
 
-static void futex_wake_one(atomic_int *word)
+static void futex_wake_one(int *word)
 {
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static bool try_take(struct sm_lock *lock, bool strong)
+{
+    int expected = LOCK_FREE;
+    return __atomic_compare_exchange_n(&lock->state, &expected, LOCK_HELD, !strong,
+                                       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
 static void lock_acquire_slow(struct sm_lock *lock)
 {
     /* Critical sections are short: spin a little before sleeping. */
     for (int i = 0; i < SPIN_ROUNDS; i++) {
-        int expected = LOCK_FREE;
-        if (atomic_load_explicit(&lock->state, memory_order_relaxed) == LOCK_FREE &&
-            atomic_compare_exchange_weak_explicit(&lock->state, &expected, LOCK_HELD,
-                                                  memory_order_acquire, memory_order_relaxed))
+        if (__atomic_load_n(&lock->state, __ATOMIC_RELAXED) == LOCK_FREE && try_take(lock, false))
             return;
         cpu_relax();
     }
-    while (atomic_exchange_explicit(&lock->state, LOCK_CONTENDED, memory_order_acquire) !=
-           LOCK_FREE)
+    while (__atomic_exchange_n(&lock->state, LOCK_CONTENDED, __ATOMIC_ACQUIRE) != LOCK_FREE)
         futex_wait(&lock->state, LOCK_CONTENDED);
 }
 
 void sm_lock_acquire(struct sm_lock *lock)
 {
-    int expected = LOCK_FREE;
-    if (__builtin_expect(atomic_compare_exchange_strong_explicit(&lock->state, &expected, LOCK_HELD,
-                                                                 memory_order_acquire,
-                                                                 memory_order_relaxed),
-                         1))
+    if (__builtin_expect(try_take(lock, true), 1))
         return;
     lock_acquire_slow(lock);
 }
 
 void sm_lock_release(struct sm_lock *lock)
 {
-    if (atomic_exchange_explicit(&lock->state, LOCK_FREE, memory_order_release) == LOCK_CONTENDED)
+    if (__atomic_exchange_n(&lock->state, LOCK_FREE, __ATOMIC_RELEASE) == LOCK_CONTENDED)
         futex_wake_one(&lock->state);
+}
+
+void sm_lock_reset(struct sm_lock *lock)
+{
+    __atomic_store_n(&lock->state, LOCK_FREE, __ATOMIC_RELAXED);
+}
+
+int sm_lock_is_held(const struct sm_lock *lock)
+{
+    return __atomic_load_n(&lock->state, __ATOMIC_RELAXED) != LOCK_FREE;
 }

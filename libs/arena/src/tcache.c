@@ -76,7 +76,7 @@ static void return_slots(void *const *slots, uint32_t count)
     struct sm_class_state *locked = NULL;
     for (uint32_t i = 0; i < count; i++) {
         struct sm_slot_ref ref;
-        sm_arena_locate_inline(slots[i], &ref);
+        sm_arena_locate_trusted(slots[i], &ref);
         lock_owner(&locked, ref.owner);
         sm_arena_release_deferred_locked(locked, ref.slab, ref.slot);
     }
@@ -96,7 +96,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
     for (uint32_t i = 0; i < bin->pending; i++) {
         struct sm_slot_ref ref;
         uint32_t slab, slot;
-        sm_arena_locate_inline(bin->pending_slots[i], &ref);
+        sm_arena_locate_trusted(bin->pending_slots[i], &ref);
         lock_owner(&locked, ref.owner);
         if (!sm_arena_quarantine_locked(locked, ref.slab, ref.slot, &slab, &slot))
             continue;
@@ -105,7 +105,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
              * stack then holds the latest slots, and the first emptied slabs can retire. */
             void *oldest = bin->slots[0];
             struct sm_slot_ref old_ref;
-            sm_arena_locate_inline(oldest, &old_ref);
+            sm_arena_locate_trusted(oldest, &old_ref);
             lock_owner(&locked, old_ref.owner);
             sm_arena_release_deferred_locked(locked, old_ref.slab, old_ref.slot);
             drop_bottom(bin, 1);
@@ -327,7 +327,7 @@ static void free_to_owner(void *p)
     }
     struct sm_slot_ref ref;
     uint32_t slab, slot;
-    sm_arena_locate_inline(p, &ref);
+    sm_arena_locate_trusted(p, &ref);
     sm_lock_acquire(&ref.owner->lock);
     if (sm_arena_quarantine_locked(ref.owner, ref.slab, ref.slot, &slab, &slot))
         sm_arena_release_deferred_locked(ref.owner, slab, slot);
@@ -343,7 +343,7 @@ static __attribute__((noinline)) void free_without_cache(void *p)
         return;
     }
     struct sm_slot_ref ref;
-    sm_arena_locate_inline(p, &ref);
+    sm_arena_locate_trusted(p, &ref);
     struct cache_bin *bin = &cache->bins[ref.owner->class_index];
     if (SM_SLOT_QUARANTINE)
         bin->pending_slots[bin->pending++] = p; /* the cache is new: room is certain */
@@ -399,16 +399,18 @@ void sm_tcache_fork_parent(void)
     sm_lock_release(&pool.lock);
 }
 
-/* In the child only the forking thread exists: the other threads' caches would hold their
- * slots forever, so they are emptied and recycled (the class locks are already reset). */
+/* In the child only the forking thread exists. The other threads' caches may have been in
+ * the middle of a lock-free push or pop when fork() copied them, so their content cannot be
+ * trusted: the caches are recycled (a cache is reset when it is taken again) and the slots
+ * they held are abandoned, still deferred. That loses at most the few cached slots per
+ * thread of the parent, and never touches a block the child may use. */
 void sm_tcache_fork_child(void)
 {
-    atomic_store_explicit(&pool.lock.state, 0, memory_order_relaxed);
+    sm_lock_reset(&pool.lock);
     struct sm_tcache *cache = pool.live;
     while (cache) {
         struct sm_tcache *next = cache->next;
         if (cache != thread_cache) {
-            flush_cache(cache);
             unlink_live(cache);
             cache->next = pool.free_list;
             pool.free_list = cache;

@@ -42,7 +42,7 @@ static void write_all(const char *buf, size_t len)
     }
 }
 
-_Noreturn void sm_fatal(const char *what, const void *addr)
+__attribute__((noreturn)) void sm_fatal(const char *what, const void *addr)
 {
     char line[256];
     char hex[20];

@@ -25,17 +25,16 @@ static uint64_t *canary_location(const void *slot, size_t slot_size)
 static int all_zero(const void *p, size_t bytes)
 {
     const uint64_t *word = p;
-    size_t words = bytes / 8;
+    size_t blocks = bytes / 32;
     uint64_t a = 0, b = 0, c = 0, d = 0;
-    size_t i = 0;
-    for (; i + 4 <= words; i += 4) {
-        a |= word[i];
-        b |= word[i + 1];
-        c |= word[i + 2];
-        d |= word[i + 3];
+    for (size_t k = 0; k < blocks; k++, word += 4) {
+        a |= word[0];
+        b |= word[1];
+        c |= word[2];
+        d |= word[3];
     }
-    for (; i < words; i++)
-        a |= word[i];
+    if (bytes % 32) /* slot sizes are multiples of 16: one half block may remain */
+        a |= word[0] | word[1];
     return (a | b | c | d) == 0;
 }
 

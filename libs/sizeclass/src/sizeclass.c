@@ -21,7 +21,7 @@ unsigned sm_sizeclass_of_aligned(size_t size, size_t align)
     return SM_NB_CLASSES;
 }
 
-const struct sm_sizeclass_info *sm_sizeclass_info(unsigned c)
+const struct sm_sizeclass_info *sm_sizeclass_geometry(unsigned c)
 {
     return &sizeclass_table[c];
 }

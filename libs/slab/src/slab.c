@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+_Static_assert(sizeof(struct sm_slab) == 128, "slab metadata is two cache lines");
+
 static bool state_has_list(enum sm_slab_state state)
 {
     return state != SM_SLAB_UNUSED && state != SM_SLAB_GUARD;

@@ -38,7 +38,7 @@ static char *region_base;
 
 static uint32_t slot_size(unsigned cls)
 {
-    return sm_sizeclass_info(cls)->slot_size;
+    return sm_sizeclass_geometry(cls)->slot_size;
 }
 
 /* Bytes of a slot the user may write. */
@@ -226,7 +226,7 @@ static void test_every_class_hands_out_distinct_writable_slots(void **state)
     (void)state;
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
         /* More than two slabs' worth, so that slabs are filled and new ones taken. */
-        size_t n = 2 * (size_t)sm_sizeclass_info(c)->slots + 1;
+        size_t n = 2 * (size_t)sm_sizeclass_geometry(c)->slots + 1;
         char **p = calloc(n, sizeof(*p));
         assert_non_null(p);
         for (size_t i = 0; i < n; i++) {
@@ -284,7 +284,7 @@ static void test_locate_resolves_slot_starts_only(void **state)
 {
     (void)state;
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
-        const struct sm_sizeclass_info *info = sm_sizeclass_info(c);
+        const struct sm_sizeclass_info *info = sm_sizeclass_geometry(c);
         char *p = alloc_checked(0, c);
         struct sm_slot_ref ref = locate(p);
         struct sm_slot_ref other;
@@ -376,7 +376,7 @@ static void test_guard_slabs_hold_no_slots_and_fault(void **state)
 {
     (void)state;
     unsigned cls = sm_sizeclass_of(4096);
-    size_t n = 6 * (size_t)sm_sizeclass_info(cls)->slots;
+    size_t n = 6 * (size_t)sm_sizeclass_geometry(cls)->slots;
     char **p = calloc(n, sizeof(*p));
     assert_non_null(p);
     for (size_t i = 0; i < n; i++)
@@ -428,7 +428,7 @@ static void test_statistics_over_fill_and_free(void **state)
     (void)state;
     const unsigned arena = SM_ARENAS - 1;
     const unsigned cls = sm_sizeclass_of(1024);
-    const uint32_t slots = sm_sizeclass_info(cls)->slots;
+    const uint32_t slots = sm_sizeclass_geometry(cls)->slots;
     const size_t n = 100 * (size_t)slots + 3; /* 100 full slabs and a partial one */
     char **p = calloc(n, sizeof(*p));
     assert_non_null(p);
@@ -569,7 +569,7 @@ static void test_lock_gives_mutual_exclusion(void **state)
     for (int i = 0; i < LOCK_THREADS; i++)
         assert_int_equal(pthread_join(t[i], NULL), 0);
     assert_int_equal(c.value, (long)LOCK_THREADS * INCREMENTS);
-    assert_int_equal(atomic_load(&c.lock.state), 0); /* released */
+    assert_false(sm_lock_is_held(&c.lock)); /* released */
 }
 
 /* Thread bodies use no cmocka assertion (they would jump across threads): they return

@@ -49,10 +49,10 @@ static void test_table_matches_configured_list(void **state)
     (void)state;
     assert_int_equal(LIST_LENGTH, SM_NB_CLASSES);
     for (unsigned c = 0; c < SM_NB_CLASSES; c++)
-        assert_int_equal(sm_sizeclass_info(c)->slot_size, class_list[c]);
+        assert_int_equal(sm_sizeclass_geometry(c)->slot_size, class_list[c]);
     /* Class 0 serves malloc(0) and the 16-byte minimum; the last class is the small limit. */
-    assert_int_equal(sm_sizeclass_info(0)->slot_size, 16);
-    assert_int_equal(sm_sizeclass_info(SM_NB_CLASSES - 1)->slot_size, SM_MAX_SMALL_SIZE);
+    assert_int_equal(sm_sizeclass_geometry(0)->slot_size, 16);
+    assert_int_equal(sm_sizeclass_geometry(SM_NB_CLASSES - 1)->slot_size, SM_MAX_SMALL_SIZE);
 }
 
 static void test_slot_sizes_ascend_in_multiples_of_16(void **state)
@@ -60,7 +60,7 @@ static void test_slot_sizes_ascend_in_multiples_of_16(void **state)
     (void)state;
     uint32_t previous = 0;
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
-        const struct sm_sizeclass_info *info = sm_sizeclass_info(c);
+        const struct sm_sizeclass_info *info = sm_sizeclass_geometry(c);
         assert_int_equal(info->slot_size % 16, 0);
         assert_true(info->slot_size > previous);
         previous = info->slot_size;
@@ -71,7 +71,7 @@ static void test_slab_geometry_of_every_class(void **state)
 {
     (void)state;
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
-        const struct sm_sizeclass_info *info = sm_sizeclass_info(c);
+        const struct sm_sizeclass_info *info = sm_sizeclass_geometry(c);
         size_t slab_bytes = sm_sizeclass_slab_bytes(c);
 
         assert_int_equal(slab_bytes, (size_t)info->slab_pages * SM_PAGE_SIZE);
@@ -108,7 +108,7 @@ static void test_class_of_boundaries(void **state)
     assert_int_equal(sm_sizeclass_of(SM_MAX_SMALL_SIZE), SM_NB_CLASSES - 1);
     /* A class's own size maps to it, one byte more to the next class. */
     for (unsigned c = 0; c + 1 < SM_NB_CLASSES; c++) {
-        size_t size = sm_sizeclass_info(c)->slot_size;
+        size_t size = sm_sizeclass_geometry(c)->slot_size;
         assert_int_equal(sm_sizeclass_of(size), c);
         assert_int_equal(sm_sizeclass_of(size + 1), c + 1);
     }
@@ -127,7 +127,7 @@ static void test_class_of_aligned_every_size_and_alignment(void **state)
                 fail_msg("sm_sizeclass_of_aligned(%zu, %zu) = %u, reference says %u", size, align,
                          c, expected);
             if (c < SM_NB_CLASSES) {
-                uint32_t slot_size = sm_sizeclass_info(c)->slot_size;
+                uint32_t slot_size = sm_sizeclass_geometry(c)->slot_size;
                 assert_true(slot_size >= size);
                 assert_int_equal(slot_size % align, 0);
             }
@@ -141,9 +141,9 @@ static void test_class_of_aligned_spot_checks(void **state)
     /* A page-aligned request needs a class that is a whole number of pages. */
     unsigned c = sm_sizeclass_of_aligned(1, SM_PAGE_SIZE);
     if (c < SM_NB_CLASSES) {
-        assert_int_equal(sm_sizeclass_info(c)->slot_size % SM_PAGE_SIZE, 0);
+        assert_int_equal(sm_sizeclass_geometry(c)->slot_size % SM_PAGE_SIZE, 0);
         for (unsigned smaller = 0; smaller < c; smaller++)
-            assert_int_not_equal(sm_sizeclass_info(smaller)->slot_size % SM_PAGE_SIZE, 0);
+            assert_int_not_equal(sm_sizeclass_geometry(smaller)->slot_size % SM_PAGE_SIZE, 0);
     }
     /* 16-byte alignment is what every class gives: same answer as sm_sizeclass_of. */
     for (size_t size = 0; size <= SM_MAX_SMALL_SIZE; size += 7)
@@ -167,7 +167,7 @@ static void test_slot_index_of_every_slot_start(void **state)
 {
     (void)state;
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
-        const struct sm_sizeclass_info *info = sm_sizeclass_info(c);
+        const struct sm_sizeclass_info *info = sm_sizeclass_geometry(c);
         /* Exact for every multiple of the slot size up to SM_MAX_SLOTS slots, which covers
          * every slot start and the end of the last slot. */
         for (uint32_t k = 0; k <= SM_MAX_SLOTS; k++) {
@@ -184,7 +184,7 @@ static void test_slot_index_of_every_slot_start(void **state)
  * are stepped along instead of divided, so that the loop is cheap. */
 static void check_slab_index_exhaustively(unsigned c)
 {
-    const struct sm_sizeclass_info *info = sm_sizeclass_info(c);
+    const struct sm_sizeclass_info *info = sm_sizeclass_geometry(c);
     uint32_t quotient = 0;
     uint32_t remainder = 0;
     for (uint32_t page = 0; page < PAGE_NUMBER_LIMIT; page++) {

@@ -9,7 +9,6 @@
 #ifndef STARMALLOC_ARENA_H
 #define STARMALLOC_ARENA_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,17 +25,21 @@ extern "C" {
 /* A small lock: compare-and-swap when free, brief spinning, then futex sleep.
  * Needs no initialisation beyond zero and no allocation. */
 struct sm_lock {
-    atomic_int state; /* 0 free, 1 held, 2 held with possible sleepers */
+    int state; /* 0 free, 1 held, 2 held with possible sleepers; only accessed atomically */
 };
 void sm_lock_acquire(struct sm_lock *lock);
 void sm_lock_release(struct sm_lock *lock);
+/* Makes the lock free, whoever held it: only where no other thread can exist (fork child). */
+void sm_lock_reset(struct sm_lock *lock);
+/* Whether the lock is held (for tests and assertions). */
+int sm_lock_is_held(const struct sm_lock *lock);
 
 /* Policy constants derived from the configuration. */
 enum {
     /* Entries per slot-quarantine stage; the arrays need at least one element. */
-    SM_QUARANTINE_ENTRIES = SM_SLOT_QUARANTINE ? SM_SLOT_QUARANTINE : 1,
+    SM_QUARANTINE_ENTRIES = SM_SLOT_QUARANTINE != 0 ? SM_SLOT_QUARANTINE : 1,
     /* Empty slabs kept committed per (arena, class) before older ones go back to the kernel. */
-    SM_EMPTY_SLABS_KEPT = SM_SLAB_QUARANTINE ? 1 : 8,
+    SM_EMPTY_SLABS_KEPT = SM_SLAB_QUARANTINE != 0 ? 1 : 8,
 };
 
 /* Everything about one (arena, class) pair; guarded by its lock. */

@@ -17,14 +17,14 @@ extern "C" {
 
 /* Writes "starmalloc: fatal: <what> at <addr>" and a newline to stderr with one write(2),
  * then aborts. Never returns, never allocates. */
-_Noreturn void sm_fatal(const char *what, const void *addr);
+__attribute__((noreturn)) void sm_fatal(const char *what, const void *addr);
 
 /* Writes "starmalloc: warning: <what>" and a newline to stderr with one write(2). */
 void sm_warn(const char *what);
 
 /* Bytes at the end of every slot taken by its canary (0 when canaries are off). The user
  * may use slot_size - SM_CANARY_BYTES bytes of a slot. */
-enum { SM_CANARY_BYTES = SM_CANARIES ? 8 : 0 };
+enum { SM_CANARY_BYTES = SM_CANARIES != 0 ? 8 : 0 };
 
 /* Hook: the slot [slot, slot + slot_size) of a slab whose secret is `secret` was just
  * claimed for the user. Checks that nobody wrote to it since it was freed (write-after-free

@@ -1,6 +1,6 @@
 /* starmalloc/sizeclass.h: the size-class table generated from STARMALLOC_SIZE_CLASSES.
  *
- * Class c holds slots of sm_sizeclass_info(c)->slot_size bytes (a multiple of 16) in
+ * Class c holds slots of sm_sizeclass_geometry(c)->slot_size bytes (a multiple of 16) in
  * slabs of slab_pages pages; classes ascend by size and class 0 holds 16 bytes. */
 #ifndef STARMALLOC_SIZECLASS_H
 #define STARMALLOC_SIZECLASS_H
@@ -32,7 +32,7 @@ unsigned sm_sizeclass_of(size_t size);
 unsigned sm_sizeclass_of_aligned(size_t size, size_t align);
 
 /* The geometry of class c (c < SM_NB_CLASSES). */
-const struct sm_sizeclass_info *sm_sizeclass_info(unsigned c);
+const struct sm_sizeclass_info *sm_sizeclass_geometry(unsigned c);
 
 /* Slab size of class c in bytes. */
 size_t sm_sizeclass_slab_bytes(unsigned c);

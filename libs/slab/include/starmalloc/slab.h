@@ -43,7 +43,6 @@ struct sm_slab {
     uint64_t secret; /* per-slab random value for the hardening policies (canaries) */
     uint64_t spare[5];
 };
-_Static_assert(sizeof(struct sm_slab) == 128, "slab metadata is two cache lines");
 
 /* One list per state, doubly linked through sm_slab.prev/next; slabs enter at the head,
  * so the tail is the slab that has been on the list longest. */

@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# StarMalloc side by side with glibc, jemalloc, tcmalloc and mimalloc.
+#
+#   benchmarks/compare.sh [--quick] [--reps N] [--only W[,W...]] [--presets P[,P...]]
+#                         [--scale X] [--pairs N] [--no-callgrind] [--no-micro] [--no-install]
+#                         [--no-doc] [--note TEXT]
+#
+# Installs the Debian packages it needs when missing, builds StarMalloc in Release with each
+# hardening preset (build/bench-<preset>) and the workloads once, then runs every workload
+# under every allocator, interleaved (round-robin over the allocators within each
+# repetition, the starting allocator rotating), N repetitions. It takes medians, computes
+# ratios to glibc from the same run, counts instructions per malloc/free pair with callgrind,
+# times starmalloc-micro's malloc/free pairs per preset (next to glibc's), and writes
+# benchmarks/results/<date>[-quick]/{raw.csv,results.csv,results.md,*.png}, then regenerates
+# the results section of docs/performance.md.
+#
+#   --quick         a quarter of the work, 3 repetitions, fewer callgrind pairs: for trying it
+#   --reps N        repetitions (default 5, --quick 3)
+#   --only W,...    only these workloads (larson pipeline false-sharing bignum compiler realloc
+#                   large fragmentation)
+#   --presets P,... only these StarMalloc presets (default: none,light,default,paranoid)
+#   --scale X       workload scale (default 1, --quick 0.25)
+#   --pairs N       malloc/free pairs per callgrind run (default 100000, --quick 20000)
+#   --no-callgrind  skip the instruction counts
+#   --no-micro      skip the starmalloc-micro malloc/free table (saves building it per preset)
+#   --no-install    do not install missing packages (allocators not found are skipped)
+#   --no-doc        do not touch docs/performance.md
+#   --note TEXT     a caveat printed with the results (e.g. "machine shared with builds")
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+jobs="$(nproc 2>/dev/null || echo 2)"
+
+quick=0 reps="" only="" presets="none,light,default,paranoid" scale="" pairs="" callgrind=1
+install=1 doc=1 note="" micro=1
+args_text=""
+for a in "$@"; do # the command line as typed, for the report
+  if [[ "$a" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then args_text+="${args_text:+ }$a"
+  else args_text+="${args_text:+ }\"${a//\"/\\\"}\""; fi
+done
+while (($#)); do
+  case "$1" in
+    --quick) quick=1 ;;
+    --reps) reps="$2"; shift ;;
+    --only) only="$2"; shift ;;
+    --presets) presets="$2"; shift ;;
+    --scale) scale="$2"; shift ;;
+    --pairs) pairs="$2"; shift ;;
+    --no-callgrind) callgrind=0 ;;
+    --no-micro) micro=0 ;;
+    --no-install) install=0 ;;
+    --no-doc) doc=0 ;;
+    --note) note="$2"; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((quick)); then
+  reps="${reps:-3}" scale="${scale:-0.25}" pairs="${pairs:-20000}"
+else
+  reps="${reps:-5}" scale="${scale:-1}" pairs="${pairs:-100000}"
+fi
+[[ "$reps" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --reps needs a positive number" >&2; exit 2; }
+
+all_workloads=(larson pipeline false-sharing bignum compiler realloc large fragmentation)
+workloads=()
+if [[ -n "$only" ]]; then
+  IFS=, read -r -a wanted <<<"$only"
+  for w in "${wanted[@]}"; do
+    [[ " ${all_workloads[*]} " == *" $w "* ]] || { echo "compare.sh: no workload '$w' (${all_workloads[*]})" >&2; exit 2; }
+    workloads+=("$w")
+  done
+else
+  workloads=("${all_workloads[@]}")
+fi
+IFS=, read -r -a preset_list <<<"$presets"
+for p in "${preset_list[@]}"; do
+  [[ " none light default paranoid " == *" $p "* ]] || { echo "compare.sh: no preset '$p'" >&2; exit 2; }
+done
+
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---- packages -------------------------------------------------------------------------------
+alloc_pkgs=(libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4)
+if ((install)); then
+  "$repo/cmake/install-deps.sh" build-essential cmake python3 gnuplot-nox valgrind libbenchmark-dev \
+    "${alloc_pkgs[@]}"
+fi
+
+# The shared library a package ships, found through dpkg so that any architecture works.
+find_lib() { # find_lib <package> <file name pattern>
+  { dpkg -L "$1" 2>/dev/null || true; } | grep -E "/$2\$" | head -n 1
+}
+
+# ---- build ----------------------------------------------------------------------------------
+declare -A lib_of=() # allocator name -> library to preload ("" for glibc)
+allocators=(glibc)
+lib_of[glibc]=""
+for spec in jemalloc:libjemalloc2:'libjemalloc\.so\.2' tcmalloc:libtcmalloc-minimal4:'libtcmalloc_minimal\.so\.4' \
+            mimalloc:libmimalloc2.0:'libmimalloc\.so\.2'; do
+  IFS=: read -r name pkg pattern <<<"$spec"
+  lib="$(find_lib "$pkg" "$pattern")"
+  if [[ -n "$lib" && -e "$lib" ]]; then
+    allocators+=("$name"); lib_of[$name]="$lib"
+  else
+    log "skipping $name: package $pkg is not installed"
+  fi
+done
+
+build_log="$(mktemp)"
+trap 'rm -f "$build_log"' EXIT
+build_preset() { # build_preset <preset> <targets...>
+  local preset="$1" dir="$repo/build/bench-$1"; shift
+  log "building StarMalloc (Release, hardening=$preset) in build/bench-$preset"
+  if ! { cmake -S "$repo" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSTARMALLOC_HARDENING="$preset" \
+           -DSTARMALLOC_BUILD_BENCHMARKS=ON -DSTARMALLOC_BUILD_TESTS=OFF &&
+         cmake --build "$dir" -j "$jobs" --target "$@"; } >"$build_log" 2>&1; then
+    tail -n 40 "$build_log" >&2
+    echo "compare.sh: the build of preset $preset failed (log above)" >&2
+    exit 1
+  fi
+}
+# The workloads are plain C, independent of the preset: built once, with the first preset.
+first=1
+for p in "${preset_list[@]}"; do
+  targets=(starmalloc)
+  ((micro)) && targets+=(starmalloc-micro)
+  if ((first)); then
+    build_preset "$p" "${targets[@]}" bench-workloads
+    bindir="$repo/build/bench-$p/benchmarks"
+    first=0
+  else
+    build_preset "$p" "${targets[@]}"
+  fi
+  allocators+=("sm-$p")
+  lib_of[sm-$p]="$repo/build/bench-$p/shim/libstarmalloc.so"
+done
+
+# ---- output ---------------------------------------------------------------------------------
+stamp="$(date +%Y-%m-%d)"
+((quick)) && stamp="$stamp-quick"
+outdir="$repo/benchmarks/results/$stamp"
+rm -rf "$outdir"
+mkdir -p "$outdir/logs"
+raw="$outdir/raw.csv"
+echo "rep,workload,allocator,status,time_s,ops_per_s,peak_rss_kb,final_rss_kb,checksum,extra" >"$raw"
+
+version_of() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+cpu="$(grep -m1 -E '^(model name|Hardware|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
+[[ -n "$cpu" ]] || cpu="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)"
+os_name="$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
+versions="glibc $(version_of libc6)"
+for a in "${allocators[@]}"; do
+  case "$a" in
+    jemalloc) versions+=", jemalloc $(version_of libjemalloc2)" ;;
+    tcmalloc) versions+=", tcmalloc (gperftools) $(version_of libtcmalloc-minimal4)" ;;
+    mimalloc) versions+=", mimalloc $(version_of libmimalloc2.0)" ;;
+  esac
+done
+versions+=", StarMalloc presets ${presets//,/ } (sm-<preset>)"
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
+    [[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]] && echo " (with uncommitted changes)")"
+  echo "args=${args_text}"
+  echo "mode=$( ((quick)) && echo quick || echo full)"
+  echo "cpu=${cpu:-unknown}"
+  echo "nproc=$(nproc)"
+  echo "memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "kernel=$(uname -r) $(uname -m)"
+  echo "os=$os_name"
+  echo "compiler=$(cc --version | head -n1)"
+  echo "reps=$reps"
+  echo "scale=$scale"
+  echo "versions=$versions"
+  echo "workloads=${workloads[*]}"
+  echo "allocators=${allocators[*]}"
+  echo "presets=${preset_list[*]}"
+  echo "note=$note"
+  echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$outdir/meta.txt"
+
+# ---- runs -----------------------------------------------------------------------------------
+# run_one <rep> <workload> <allocator>: one run, one row of raw.csv.
+run_one() {
+  local rep="$1" w="$2" a="$3" lib="${lib_of[$3]}" out rc=0 errf
+  errf="$outdir/logs/$w.$a.$rep.stderr"
+  out="$(env ${lib:+LD_PRELOAD="$lib"} timeout 600 "$bindir/workloads/wl-$w" --scale "$scale" 2>"$errf")" || rc=$?
+  local line
+  line="$(grep -m1 '^RESULT ' <<<"$out" || true)"
+  if ((rc != 0)) || [[ -z "$line" ]]; then
+    local why="exit status $rc"
+    ((rc == 124)) && why="timed out"
+    ((rc > 128 && rc != 124)) && why="killed by signal $((rc - 128))"
+    [[ -s "$errf" ]] && why+=": $(head -c 300 "$errf" | tr '\n,' '  ')"
+    log "FAILED: $w under $a: $why"
+    echo "$rep,$w,$a,$why,,,,,," >>"$raw"
+    return
+  fi
+  [[ -s "$errf" ]] || rm -f "$errf"
+  declare -A kv=()
+  local extra="" field
+  for field in ${line#RESULT }; do
+    kv[${field%%=*}]="${field#*=}"
+    case "${field%%=*}" in
+      name|threads|scale|time_s|ops|ops_per_s|peak_rss_kb|final_rss_kb|checksum) ;;
+      *) extra+="${extra:+ }$field" ;;
+    esac
+  done
+  echo "$rep,$w,$a,ok,${kv[time_s]},${kv[ops_per_s]},${kv[peak_rss_kb]},${kv[final_rss_kb]},${kv[checksum]},$extra" >>"$raw"
+  printf '  %-14s %-12s %8ss  peak %7s KiB\n' "$w" "$a" "${kv[time_s]}" "${kv[peak_rss_kb]}" >&2
+}
+
+n_alloc=${#allocators[@]}
+for ((rep = 1; rep <= reps; rep++)); do
+  log "repetition $rep of $reps (scale $scale)"
+  for w in "${workloads[@]}"; do
+    for ((i = 0; i < n_alloc; i++)); do
+      run_one "$rep" "$w" "${allocators[(i + rep - 1) % n_alloc]}"
+    done
+  done
+done
+echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$outdir/meta.txt"
+
+# ---- micro: malloc/free pairs per size, each preset next to the C library ------------------
+if ((micro)); then
+  log "starmalloc-micro: BM_malloc_free per preset (3 repetitions, medians)"
+  min_time=0.2
+  ((quick)) && min_time=0.05
+  for p in "${preset_list[@]}"; do
+    "$repo/build/bench-$p/benchmarks/micro/starmalloc-micro" --benchmark_filter='^BM_malloc_free<' \
+      --benchmark_min_time="$min_time" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+      --benchmark_out="$outdir/micro-$p.json" --benchmark_out_format=json >/dev/null 2>&1 ||
+      log "starmalloc-micro failed for preset $p"
+  done
+fi
+
+# ---- callgrind ------------------------------------------------------------------------------
+if ((callgrind)) && command -v valgrind >/dev/null; then
+  log "callgrind: instructions per malloc/free pair ($pairs pairs per size)"
+  cg="$outdir/callgrind.csv"
+  echo "allocator,size,pairs,ir_total,ir_base,ir_per_pair" >"$cg"
+  ir_of() { # ir_of <allocator> <pairs> <size>: instructions executed, or empty
+    local lib="${lib_of[$1]}" vlog
+    vlog="$(mktemp)"
+    env ${lib:+LD_PRELOAD="$lib"} valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+      --log-file="$vlog" "$bindir/micro/starmalloc-pairs" "$2" "$3" >/dev/null 2>&1 || true
+    sed -n 's/^==[0-9]*== Collected : *\([0-9]*\)$/\1/p' "$vlog" | head -n1
+    rm -f "$vlog"
+  }
+  for a in "${allocators[@]}"; do
+    for size in 16 64 256 1024; do
+      base="$(ir_of "$a" 0 "$size")" total="$(ir_of "$a" "$pairs" "$size")"
+      if [[ -n "$base" && -n "$total" ]]; then
+        per="$(awk -v t="$total" -v b="$base" -v n="$pairs" 'BEGIN {printf "%.1f", (t - b) / n}')"
+      else
+        per="NaN"
+        log "callgrind failed for $a, $size B"
+      fi
+      echo "$a,$size,$pairs,$total,$base,$per" >>"$cg"
+      printf '  %-12s %5s B  %s instructions/pair\n' "$a" "$size" "$per" >&2
+    done
+  done
+fi
+
+# ---- report ---------------------------------------------------------------------------------
+rmdir "$outdir/logs" 2>/dev/null || true
+report_args=(--outdir "$outdir")
+((doc)) && report_args+=(--doc "$repo/docs/performance.md")
+python3 "$repo/benchmarks/report.py" "${report_args[@]}"
+log "results: ${outdir#"$repo"/}/results.md$( ((doc)) && echo " and docs/performance.md")"

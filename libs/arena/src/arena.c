@@ -431,6 +431,7 @@ void sm_arena_fork_child(void)
     for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++)
         sm_lock_reset(&sm_layout.states[i].lock);
     sm_tcache_fork_child();
+    sm_random_reseed();
 }
 
 static size_t trim_class(struct sm_class_state *s)

@@ -118,6 +118,7 @@ bool sm_arena_init(void)
         if (reserve_both(shift)) {
             init_states();
             seal_layout();
+            sm_random_seal();
             return sm_tcache_init();
         }
     }

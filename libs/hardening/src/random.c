@@ -8,9 +8,16 @@
 #include <unistd.h>
 
 #include "starmalloc/hardening.h"
+#include "starmalloc/region.h"
 
-static uint32_t master_key[8];
-static int master_key_ready;
+/* The process key, alone in its page so that it can be made read-only once drawn. */
+static struct {
+    uint32_t key[8];
+    int ready;
+    int sealed;
+} __attribute__((aligned(SM_PAGE_SIZE))) master;
+_Static_assert(sizeof(master) == SM_PAGE_SIZE, "the key has its page to itself");
+#define master_key master.key
 
 static uint32_t rotl32(uint32_t x, int n)
 {
@@ -89,15 +96,43 @@ static void fill_from_fallback(uint32_t key[8])
     memcpy(key, block, 32);
 }
 
-void sm_random_global_init(void)
+static void draw_key(void)
 {
-    if (master_key_ready)
-        return;
     if (!fill_from_kernel(master_key, sizeof(master_key))) {
         fill_from_fallback(master_key);
         sm_warn("getrandom failed: random secrets are weak");
     }
-    master_key_ready = 1;
+}
+
+void sm_random_global_init(void)
+{
+    if (master.ready)
+        return;
+    draw_key();
+    master.ready = 1;
+}
+
+void sm_random_seal(void)
+{
+    if (master.sealed)
+        return;
+    master.sealed = 1; /* before the page becomes read-only */
+    if (!sm_region_protect_read_only(&master, sizeof(master))) {
+        master.sealed = 0;
+        sm_harden_note_guard_failure("the random key could not be made read-only");
+    }
+}
+
+void sm_random_reseed(void)
+{
+    bool sealed = master.sealed;
+    if (sealed && !sm_region_protect_read_write(&master, sizeof(master))) {
+        sm_harden_note_guard_failure("the random key could not be renewed after fork");
+        return;
+    }
+    draw_key();
+    if (sealed)
+        sm_region_protect_read_only(&master, sizeof(master));
 }
 
 void sm_random_init(struct sm_random *rng, uint64_t stream)

@@ -106,6 +106,11 @@ bool sm_region_protect_read_only(void *addr, size_t bytes)
     return mprotect(addr, bytes, PROT_READ) == 0;
 }
 
+bool sm_region_protect_read_write(void *addr, size_t bytes)
+{
+    return mprotect(addr, bytes, PROT_READ | PROT_WRITE) == 0;
+}
+
 bool sm_region_release(void *addr, size_t bytes)
 {
     return munmap(addr, bytes) == 0;

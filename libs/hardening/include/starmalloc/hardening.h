@@ -61,6 +61,14 @@ struct sm_random {
  * kernel refuses, derives a weak key from time, pid and addresses and warns once. */
 void sm_random_global_init(void);
 
+/* Makes the process key read-only (after initialisation); a refusal is counted and reported
+ * like a refused guard. */
+void sm_random_seal(void);
+
+/* Draws a new process key (in a fork child, so that it does not repeat its parent's random
+ * choices: streams continue under the new key). */
+void sm_random_reseed(void);
+
 /* Starts stream number `stream` (distinct streams give independent output). */
 void sm_random_init(struct sm_random *rng, uint64_t stream);
 

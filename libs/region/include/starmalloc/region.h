@@ -45,6 +45,10 @@ bool sm_region_protect_none(void *addr, size_t bytes);
  * Returns false when the kernel refuses. */
 bool sm_region_protect_read_only(void *addr, size_t bytes);
 
+/* Makes a read-only range of the program's own data writable again (no accounting: it is
+ * not allocator memory). Returns false when the kernel refuses. */
+bool sm_region_protect_read_write(void *addr, size_t bytes);
+
 /* Hands a reservation or mapping back to the kernel. Returns false when munmap fails.
  * Does not change the committed count: use sm_region_unmap for memory that was committed. */
 bool sm_region_release(void *addr, size_t bytes);

@@ -15,14 +15,17 @@ enum {
     FREED_RING = 64,            /* recently freed addresses, to name double frees */
     QUARANTINE_ENTRIES = SM_LARGE_QUARANTINE ? SM_LARGE_QUARANTINE : 1,
     RANDOM_GUARD_PAGES_MAX = 16, /* SM_LARGE_GUARDS == 2: 1..16 pages on each side */
+    RETAINED_ENTRIES = 32,       /* freed mappings kept for reuse */
 };
 /* Address space that quarantined large objects may hold (they hold no memory): at most
  * this, and at most an eighth of an RLIMIT_AS limit. */
 static const size_t QUARANTINE_BYTES_MAX = (size_t)256 << 20;
 
-/* A freed large object held inaccessible (PROT_NONE, decommitted) before it is unmapped. */
+/* A freed large object held inaccessible (PROT_NONE, decommitted: [addr, addr + size) with
+ * its guards around it) before it is unmapped or reused. */
 struct held_object {
     uintptr_t addr;
+    size_t size;
     uintptr_t map_addr;
     size_t map_size;
 };
@@ -40,6 +43,12 @@ static struct {
     unsigned held_count;
     size_t held_bytes;
     size_t held_bytes_max;
+    /* Mappings of freed objects that left the quarantine (or, without it, were freed), kept
+     * decommitted for reuse by a later object of about their size: a reuse costs one
+     * mprotect instead of a new mapping. Oldest first; bounded like the quarantine. */
+    struct held_object retained[RETAINED_ENTRIES];
+    unsigned retained_count;
+    size_t retained_bytes;
     struct sm_random rng; /* random guard sizes */
 } large;
 
@@ -166,16 +175,92 @@ static struct held_object pop_oldest_held(void)
 
 /* Unmaps the oldest quarantined objects until at most `entries` entries and `bytes` bytes
  * of address space are held. Takes the large lock; unmaps outside it. */
-static void shrink_quarantine(unsigned entries, size_t bytes)
+static void retain_mapping(const struct held_object *object);
+
+static void shrink_quarantine(unsigned entries, size_t bytes, bool retain)
 {
     sm_lock_acquire(&large.lock);
     while (large.held_count > 0 && (large.held_count > entries || large.held_bytes > bytes)) {
         struct held_object oldest = pop_oldest_held();
         sm_lock_release(&large.lock);
-        release_mapping(&oldest, 0);
+        if (retain)
+            retain_mapping(&oldest);
+        else
+            release_mapping(&oldest, 0);
         sm_lock_acquire(&large.lock);
     }
     sm_lock_release(&large.lock);
+}
+
+/* Keeps a decommitted mapping for reuse, unmapping the oldest kept ones beyond the bounds. */
+static void retain_mapping(const struct held_object *object)
+{
+    sm_lock_acquire(&large.lock);
+    for (;;) {
+        bool full = large.retained_count == RETAINED_ENTRIES;
+        bool too_big = large.retained_bytes + object->map_size > large.held_bytes_max;
+        if ((!full && !too_big) || large.retained_count == 0)
+            break;
+        struct held_object oldest = large.retained[0];
+        large.retained_count--;
+        large.retained_bytes -= oldest.map_size;
+        for (unsigned i = 0; i < large.retained_count; i++)
+            large.retained[i] = large.retained[i + 1];
+        sm_lock_release(&large.lock);
+        release_mapping(&oldest, 0);
+        sm_lock_acquire(&large.lock);
+    }
+    bool keep = large.retained_count < RETAINED_ENTRIES &&
+                large.retained_bytes + object->map_size <= large.held_bytes_max;
+    if (keep) {
+        large.retained[large.retained_count++] = *object;
+        large.retained_bytes += object->map_size;
+    }
+    sm_lock_release(&large.lock);
+    if (!keep)
+        release_mapping(object, 0);
+}
+
+/* Unmaps every kept mapping (the address space may be needed). */
+static void release_retained(void)
+{
+    sm_lock_acquire(&large.lock);
+    while (large.retained_count > 0) {
+        struct held_object last = large.retained[--large.retained_count];
+        large.retained_bytes -= last.map_size;
+        sm_lock_release(&large.lock);
+        release_mapping(&last, 0);
+        sm_lock_acquire(&large.lock);
+    }
+    sm_lock_release(&large.lock);
+}
+
+/* Takes the kept mapping that fits `usable` bytes best (at most twice as large) and commits
+ * its first `usable` bytes; the rest of its old object stays PROT_NONE, part of the guard. */
+static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry)
+{
+    sm_lock_acquire(&large.lock);
+    unsigned best = RETAINED_ENTRIES;
+    for (unsigned i = 0; i < large.retained_count; i++) {
+        size_t size = large.retained[i].size;
+        if (size >= usable && size / 2 <= usable &&
+            (best == RETAINED_ENTRIES || size < large.retained[best].size))
+            best = i;
+    }
+    if (best == RETAINED_ENTRIES) {
+        sm_lock_release(&large.lock);
+        return false;
+    }
+    struct held_object object = large.retained[best];
+    large.retained[best] = large.retained[--large.retained_count];
+    large.retained_bytes -= object.map_size;
+    sm_lock_release(&large.lock);
+    if (!sm_region_commit((void *)object.addr, usable)) {
+        release_mapping(&object, 0);
+        return false;
+    }
+    *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size};
+    return true;
 }
 
 void *sm_large_alloc(size_t size, size_t align)
@@ -185,11 +270,11 @@ void *sm_large_alloc(size_t size, size_t align)
     if (size > SIZE_MAX - SM_PAGE_SIZE)
         return NULL;
     struct sm_avl_entry entry;
-    if (!map_object(page_round(size), align, &entry)) {
-        /* Quarantined objects hold address space that a limit may be short of. */
-        if (!SM_LARGE_QUARANTINE)
-            return NULL;
-        shrink_quarantine(0, 0);
+    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(page_round(size), &entry);
+    if (!reused && !map_object(page_round(size), align, &entry)) {
+        /* Quarantined and kept mappings hold address space that a limit may be short of. */
+        shrink_quarantine(0, 0, false);
+        release_retained();
         if (!map_object(page_round(size), align, &entry))
             return NULL;
     }
@@ -206,6 +291,9 @@ static bool recently_freed(uintptr_t addr)
     for (unsigned i = 0; i < large.held_count; i++)
         if (large.held[(large.held_head + i) % QUARANTINE_ENTRIES].addr == addr)
             return true;
+    for (unsigned i = 0; i < large.retained_count; i++)
+        if (large.retained[i].addr == addr)
+            return true;
     for (unsigned i = 0; i < FREED_RING; i++)
         if (large.freed[i] == addr)
             return true;
@@ -216,7 +304,7 @@ static bool recently_freed(uintptr_t addr)
  * objects while the quarantine is over its entry or address-space bound. */
 static void quarantine_hold(const struct held_object *object)
 {
-    shrink_quarantine(QUARANTINE_ENTRIES - 1, SIZE_MAX);
+    shrink_quarantine(QUARANTINE_ENTRIES - 1, SIZE_MAX, true);
     sm_lock_acquire(&large.lock);
     if (large.held_count < QUARANTINE_ENTRIES) {
         large.held[(large.held_head + large.held_count) % QUARANTINE_ENTRIES] = *object;
@@ -227,7 +315,7 @@ static void quarantine_hold(const struct held_object *object)
     sm_lock_release(&large.lock);
     if (object) /* another thread filled the place meanwhile: no quarantine for this one */
         release_mapping(object, 0);
-    shrink_quarantine(QUARANTINE_ENTRIES, large.held_bytes_max);
+    shrink_quarantine(QUARANTINE_ENTRIES, large.held_bytes_max, true);
 }
 
 void sm_large_free(void *p)
@@ -242,20 +330,20 @@ void sm_large_free(void *p)
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     sm_lock_release(&large.lock);
     /* Still mapped until here, so no other object can have been given this address. */
-    struct held_object object = {entry.addr, entry.map_addr, entry.map_size};
-    if (!SM_LARGE_QUARANTINE) {
-        release_mapping(&object, entry.size);
-        return;
-    }
+    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size};
     /* Decommitted and PROT_NONE: the memory goes back to the kernel, and any access through
-     * a dangling pointer faults for as long as the object is held. */
+     * a dangling pointer faults for as long as the object is held or kept. */
     if (!sm_region_decommit((void *)entry.addr, entry.size)) {
-        sm_harden_note_guard_failure("a freed large object could not be made inaccessible "
-                                     "(vm.max_map_count reached?)");
+        if (SM_LARGE_QUARANTINE)
+            sm_harden_note_guard_failure("a freed large object could not be made inaccessible "
+                                         "(vm.max_map_count reached?)");
         release_mapping(&object, entry.size);
         return;
     }
-    quarantine_hold(&object);
+    if (SM_LARGE_QUARANTINE)
+        quarantine_hold(&object);
+    else
+        retain_mapping(&object);
 }
 
 void *sm_large_grow(void *p, size_t size)

@@ -26,4 +26,7 @@ build "$prefix/clang-debug" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -D
   -DSTARMALLOC_BUILD_BENCHMARKS=ON
 (cd "$prefix/clang-debug" && ctest --output-on-failure -j "$jobs" -L "^(unit|abi|security|stress|bench-smoke)$")
 
+# Reliability: presets matrix, sanitizers, fuzzing, valgrind, clang-tidy, cppcheck.
+"$repo/tests/run-reliability.sh" "$prefix"
+
 echo "run-all: all tests passed"

@@ -235,6 +235,25 @@ static uint32_t quarantine_push(struct sm_class_state *s, uint32_t entry)
     return SM_QUARANTINE_NONE;
 }
 
+/* Releases every quarantined slot: the last resort when the class region is exhausted (out
+ * of memory, the quarantine's delay gives way rather than the allocation failing). */
+static bool quarantine_drain(struct sm_class_state *s)
+{
+    if (s->quarantined == 0)
+        return false;
+    for (uint32_t i = 0; i < s->quarantine_capacity; i++) {
+        if (s->quarantine_random[i] != SM_QUARANTINE_NONE)
+            release_entry(s, s->quarantine_random[i]);
+        s->quarantine_random[i] = SM_QUARANTINE_NONE;
+    }
+    for (uint32_t i = 0; i < s->fifo_count; i++)
+        release_entry(s, s->quarantine_fifo[(s->fifo_head + i) % s->quarantine_capacity]);
+    s->fifo_head = 0;
+    s->fifo_count = 0;
+    s->quarantined = 0;
+    return true;
+}
+
 void sm_arena_state_init_policies(struct sm_class_state *s, uint64_t stream)
 {
     sm_random_init(&s->rng, stream);
@@ -259,6 +278,10 @@ static char *claim_one(struct sm_class_state *s, uint64_t *secret, uint32_t *sla
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
     if (__builtin_expect(index == SM_SLAB_NIL, 0)) {
         index = refill_partial(s);
+        if (index == SM_SLAB_NIL && quarantine_drain(s))
+            index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
+        if (index == SM_SLAB_NIL)
+            index = refill_partial(s);
         if (index == SM_SLAB_NIL)
             return NULL;
     }

@@ -12,7 +12,7 @@ _Static_assert(sizeof(struct heap_layout) == SM_PAGE_SIZE, "the layout has its p
 enum {
     DEFAULT_REGION_SHIFT = 32, /* 4 GiB per (arena, class) when the kernel allows it */
     MAX_REGION_SHIFT = 36,     /* page numbers in a class region stay below 2^24 */
-    MIN_REGION_SHIFT = 20,     /* 1 MiB: still several slabs of the largest class */
+    MIN_REGION_SHIFT = 18,     /* 256 KiB: still one slab of the largest class */
 };
 
 static size_t page_round(size_t bytes)

@@ -284,8 +284,15 @@ static __attribute__((noinline)) void *alloc_uncached_or_refill(unsigned cls, in
     if (!cache)
         return sm_arena_alloc(sm_arena_of_thread(), cls, zeroed);
     struct cache_bin *bin = &cache->bins[cls];
-    if (refill_bin(cache, bin, cls) == 0)
-        return NULL;
+    if (refill_bin(cache, bin, cls) == 0) {
+        /* The class region is exhausted: the slots this thread freed but has not yet passed
+         * to the quarantine are the last resort (the quarantine may give some back). */
+        if (!SM_SLOT_QUARANTINE || bin->pending == 0)
+            return NULL;
+        flush_pending(bin);
+        if (bin->count == 0 && refill_bin(cache, bin, cls) == 0)
+            return NULL;
+    }
     return hand_out(bin, cls, zeroed);
 }
 

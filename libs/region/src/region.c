@@ -129,6 +129,9 @@ bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new
     void *p = mremap(old_addr, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
     if (p == MAP_FAILED)
         return false;
+    /* Already read-write; saying so again lets valgrind know that the pages the move added
+     * are accessible (memcheck 3.19 otherwise flags them). */
+    mprotect(p, new_bytes, PROT_READ | PROT_WRITE);
     if (new_bytes > old_bytes)
         count_committed(new_bytes - old_bytes);
     else

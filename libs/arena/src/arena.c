@@ -246,8 +246,10 @@ static bool quarantine_drain(struct sm_class_state *s)
             release_entry(s, s->quarantine_random[i]);
         s->quarantine_random[i] = SM_QUARANTINE_NONE;
     }
-    for (uint32_t i = 0; i < s->fifo_count; i++)
-        release_entry(s, s->quarantine_fifo[(s->fifo_head + i) % s->quarantine_capacity]);
+    for (uint32_t i = 0, at = s->fifo_head; i < s->fifo_count; i++) {
+        release_entry(s, s->quarantine_fifo[at]);
+        at = at + 1 == s->quarantine_capacity ? 0 : at + 1;
+    }
     s->fifo_head = 0;
     s->fifo_count = 0;
     s->quarantined = 0;

@@ -195,6 +195,13 @@ static void shrink_quarantine(unsigned entries, size_t bytes, bool retain)
 /* Keeps a decommitted mapping for reuse, unmapping the oldest kept ones beyond the bounds. */
 static void retain_mapping(const struct held_object *object)
 {
+    /* A mapping that went without guards (the kernel refused them) is not handed out again. */
+    bool guarded = object->map_addr < object->addr &&
+                   object->addr + object->size < object->map_addr + object->map_size;
+    if (SM_LARGE_GUARDS && !guarded) {
+        release_mapping(object, 0);
+        return;
+    }
     sm_lock_acquire(&large.lock);
     for (;;) {
         bool full = large.retained_count == RETAINED_ENTRIES;

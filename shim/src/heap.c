@@ -71,8 +71,7 @@ void *sm_heap_alloc(size_t size, size_t align, int *zeroed)
     }
     if (size > PTRDIFF_MAX)
         return NULL;
-    *zeroed = 1; /* fresh mappings are zero */
-    return sm_large_alloc(size, align);
+    return sm_large_alloc(size, align, zeroed);
 }
 
 void sm_heap_free(void *p)

@@ -25,7 +25,10 @@ bool sm_heap_resize_in_place(void *p, size_t size);
 
 /* Large path (above SM_MAX_SMALL_SIZE or over-aligned): one mapping per object. */
 bool sm_large_init(void);
-void *sm_large_alloc(size_t size, size_t align);
+/* *zeroed = 1 when the object's bytes are known to be zero (a fresh or decommitted mapping). */
+void *sm_large_alloc(size_t size, size_t align, int *zeroed);
+/* Unmaps the freed mappings kept for reuse; returns the bytes of memory that gave back. */
+size_t sm_large_trim(void);
 void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */
 size_t sm_large_usable_size(void *p, bool *freed);

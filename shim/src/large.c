@@ -28,7 +28,13 @@ struct held_object {
     size_t size;
     uintptr_t map_addr;
     size_t map_size;
+    bool dirty; /* kept committed, content and all (only without zeroing or quarantine) */
 };
+
+/* Without zero on free and without large quarantine (preset none), a freed large object is
+ * kept committed, so a reuse faults in no page; at most this many such bytes are kept. */
+enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
+static const size_t DIRTY_BYTES_MAX = (size_t)64 << 20;
 
 static struct {
     struct sm_lock lock; /* guards everything below */
@@ -49,6 +55,7 @@ static struct {
     struct held_object retained[RETAINED_ENTRIES];
     unsigned retained_count;
     size_t retained_bytes;
+    size_t retained_dirty_bytes;
     struct sm_random rng; /* random guard sizes */
 } large;
 
@@ -192,7 +199,20 @@ static void shrink_quarantine(unsigned entries, size_t bytes, bool retain)
     sm_lock_release(&large.lock);
 }
 
-/* Keeps a decommitted mapping for reuse, unmapping the oldest kept ones beyond the bounds. */
+/* Removes kept mapping i, keeping the others in age order (the large lock is held). */
+static struct held_object take_retained(unsigned i)
+{
+    struct held_object object = large.retained[i];
+    large.retained_count--;
+    large.retained_bytes -= object.map_size;
+    if (object.dirty)
+        large.retained_dirty_bytes -= object.size;
+    for (; i < large.retained_count; i++)
+        large.retained[i] = large.retained[i + 1];
+    return object;
+}
+
+/* Keeps a freed mapping for reuse, unmapping the oldest kept ones beyond the bounds. */
 static void retain_mapping(const struct held_object *object)
 {
     /* A mapping that went without guards (the kernel refused them) is not handed out again. */
@@ -208,43 +228,51 @@ static void retain_mapping(const struct held_object *object)
         bool too_big = large.retained_bytes + object->map_size > large.held_bytes_max;
         if ((!full && !too_big) || large.retained_count == 0)
             break;
-        struct held_object oldest = large.retained[0];
-        large.retained_count--;
-        large.retained_bytes -= oldest.map_size;
-        for (unsigned i = 0; i < large.retained_count; i++)
-            large.retained[i] = large.retained[i + 1];
+        struct held_object oldest = take_retained(0);
         sm_lock_release(&large.lock);
-        release_mapping(&oldest, 0);
+        release_mapping(&oldest, oldest.dirty ? oldest.size : 0);
         sm_lock_acquire(&large.lock);
     }
     bool keep = large.retained_count < RETAINED_ENTRIES &&
-                large.retained_bytes + object->map_size <= large.held_bytes_max;
+                large.retained_bytes + object->map_size <= large.held_bytes_max &&
+                (!object->dirty || large.retained_dirty_bytes + object->size <= DIRTY_BYTES_MAX);
     if (keep) {
         large.retained[large.retained_count++] = *object;
         large.retained_bytes += object->map_size;
+        if (object->dirty)
+            large.retained_dirty_bytes += object->size;
     }
     sm_lock_release(&large.lock);
     if (!keep)
-        release_mapping(object, 0);
+        release_mapping(object, object->dirty ? object->size : 0);
 }
 
-/* Unmaps every kept mapping (the address space may be needed). */
-static void release_retained(void)
+/* Unmaps every kept mapping (the address space may be needed); returns the committed bytes
+ * this gave back. */
+static size_t release_retained(void)
 {
+    size_t committed = 0;
     sm_lock_acquire(&large.lock);
     while (large.retained_count > 0) {
-        struct held_object last = large.retained[--large.retained_count];
-        large.retained_bytes -= last.map_size;
+        struct held_object last = take_retained(large.retained_count - 1);
         sm_lock_release(&large.lock);
-        release_mapping(&last, 0);
+        release_mapping(&last, last.dirty ? last.size : 0);
+        committed += last.dirty ? last.size : 0;
         sm_lock_acquire(&large.lock);
     }
     sm_lock_release(&large.lock);
+    return committed;
 }
 
-/* Takes the kept mapping that fits `usable` bytes best (at most twice as large) and commits
- * its first `usable` bytes; the rest of its old object stays PROT_NONE, part of the guard. */
-static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry)
+size_t sm_large_trim(void)
+{
+    return release_retained();
+}
+
+/* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
+ * decommitted one gets its first `usable` bytes committed (the rest of its old object stays
+ * PROT_NONE, part of the guard) and is zero; a dirty one is reused whole, content and all. */
+static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed)
 {
     sm_lock_acquire(&large.lock);
     unsigned best = RETAINED_ENTRIES;
@@ -258,10 +286,14 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry)
         sm_lock_release(&large.lock);
         return false;
     }
-    struct held_object object = large.retained[best];
-    large.retained[best] = large.retained[--large.retained_count];
-    large.retained_bytes -= object.map_size;
+    struct held_object object = take_retained(best);
     sm_lock_release(&large.lock);
+    if (object.dirty) {
+        *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size};
+        *zeroed = 0;
+        return true;
+    }
+    *zeroed = 1;
     if (!sm_region_commit((void *)object.addr, usable)) {
         release_mapping(&object, 0);
         return false;
@@ -270,14 +302,15 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry)
     return true;
 }
 
-void *sm_large_alloc(size_t size, size_t align)
+void *sm_large_alloc(size_t size, size_t align, int *zeroed)
 {
     if (size == 0)
         size = 1;
     if (size > SIZE_MAX - SM_PAGE_SIZE)
         return NULL;
     struct sm_avl_entry entry;
-    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(page_round(size), &entry);
+    *zeroed = 1; /* fresh mappings are zero */
+    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(page_round(size), &entry, zeroed);
     if (!reused && !map_object(page_round(size), align, &entry)) {
         /* Quarantined and kept mappings hold address space that a limit may be short of. */
         shrink_quarantine(0, 0, false);
@@ -337,7 +370,12 @@ void sm_large_free(void *p)
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     sm_lock_release(&large.lock);
     /* Still mapped until here, so no other object can have been given this address. */
-    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size};
+    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
+    if (KEEP_DIRTY) {
+        object.dirty = true;
+        retain_mapping(&object);
+        return;
+    }
     /* Decommitted and PROT_NONE: the memory goes back to the kernel, and any access through
      * a dangling pointer faults for as long as the object is held or kept. */
     if (!sm_region_decommit((void *)entry.addr, entry.size)) {

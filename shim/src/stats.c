@@ -102,7 +102,9 @@ void starmalloc_stats_get(struct starmalloc_stats *out)
 int starmalloc_trim(size_t pad)
 {
     (void)pad; /* no heap top to keep padding at: every slab is trimmed alike */
-    return sm_arena_trim() > 0 ? 1 : 0;
+    size_t released = sm_arena_trim();
+    released += sm_large_trim();
+    return released > 0 ? 1 : 0;
 }
 
 /* --- Formatting without stdio ------------------------------------------------------------ */

@@ -78,7 +78,9 @@ static inline char *sm_arena_slot_address(const struct sm_class_state *s, uint32
 }
 
 /* Thread caches (tcache.c). */
-bool sm_tcache_init(void);
+/* Reserves the caches' pool. When that is impossible (address-space limit) every thread runs
+ * without a cache, on the locked paths: slower, never failing. */
+void sm_tcache_init(void);
 void sm_tcache_fork_prepare(void);
 void sm_tcache_fork_parent(void);
 void sm_tcache_fork_child(void);

@@ -119,7 +119,8 @@ bool sm_arena_init(void)
             init_states();
             seal_layout();
             sm_random_seal();
-            return sm_tcache_init();
+            sm_tcache_init();
+            return true;
         }
     }
     return false;

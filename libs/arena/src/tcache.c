@@ -243,17 +243,22 @@ static struct sm_tcache *cache_of_thread(void)
     return cache;
 }
 
-bool sm_tcache_init(void)
+void sm_tcache_init(void)
 {
     size_t bytes = (size_t)CACHES_MAX * cache_bytes();
     size_t limit = sm_region_address_space_limit();
     if (limit != SIZE_MAX && bytes > limit / 16)
         bytes = limit / 16;
-    pool.base = sm_region_reserve_shrinking(&bytes, 16 * cache_bytes(), SM_PAGE_SIZE);
-    if (!pool.base)
-        return false;
+    char *base = sm_region_reserve_shrinking(&bytes, 16 * cache_bytes(), SM_PAGE_SIZE);
+    if (!base)
+        return;
+    /* Without the exit destructor a cache would outlive its thread: then no caches at all. */
+    if (pthread_key_create(&pool.key, thread_exit) != 0) {
+        sm_region_release(base, bytes);
+        return;
+    }
+    pool.base = base;
     pool.reserved_bytes = bytes;
-    return pthread_key_create(&pool.key, thread_exit) == 0;
 }
 
 /* ---- allocation and free ----------------------------------------------------------- */

@@ -218,7 +218,7 @@ static void retain_mapping(const struct held_object *object)
     /* A mapping that went without guards (the kernel refused them) is not handed out again. */
     bool guarded = object->map_addr < object->addr &&
                    object->addr + object->size < object->map_addr + object->map_size;
-    if (SM_LARGE_GUARDS && !guarded) {
+    if (SM_LARGE_GUARDS != 0 && !guarded) {
         release_mapping(object, 0);
         return;
     }

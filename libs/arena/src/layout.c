@@ -114,6 +114,7 @@ bool sm_arena_init(void)
     _Static_assert(((size_t)SM_ARENAS * SM_NB_CLASSES << MAX_REGION_SHIFT) > 0, "no overflow");
     if (sm_region_kernel_page_size() > SM_PAGE_SIZE)
         return false; /* slabs are laid out in 4 KiB pages */
+    sm_harden_init();
     for (unsigned shift = first_region_shift(); shift >= MIN_REGION_SHIFT; shift--) {
         if (reserve_both(shift)) {
             init_states();

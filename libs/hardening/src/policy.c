@@ -1,7 +1,7 @@
 /* The per-slot policies, called by the allocator at its hook points. */
 #include <stdatomic.h>
-#include <string.h>
 
+#include "bytes.h"
 #include "starmalloc/hardening.h"
 
 static atomic_uint_fast64_t guard_failures;
@@ -20,29 +20,11 @@ static uint64_t *canary_location(const void *slot, size_t slot_size)
     return (uint64_t *)(void *)((char *)slot + slot_size - SM_CANARY_BYTES);
 }
 
-/* Whether [p, p + bytes) is all zero; p and bytes are multiples of 16 (slot sizes are). Four
- * independent accumulators let the loop run at the machine's load width. */
-static int all_zero(const void *p, size_t bytes)
-{
-    const uint64_t *word = p;
-    size_t blocks = bytes / 32;
-    uint64_t a = 0, b = 0, c = 0, d = 0;
-    for (size_t k = 0; k < blocks; k++, word += 4) {
-        a |= word[0];
-        b |= word[1];
-        c |= word[2];
-        d |= word[3];
-    }
-    if (bytes % 32) /* slot sizes are multiples of 16: one half block may remain */
-        a |= word[0] | word[1];
-    return (a | b | c | d) == 0;
-}
-
 int sm_harden_on_alloc(void *slot, size_t slot_size, uint64_t secret)
 {
     /* Freed slots were zeroed, canary included, and fresh slabs come zeroed from the kernel:
      * any non-zero byte was written after free. */
-    if (SM_WRITE_AFTER_FREE_CHECK && !all_zero(slot, slot_size))
+    if (SM_WRITE_AFTER_FREE_CHECK && sm_bytes_any_nonzero(slot, slot_size))
         sm_fatal("write after free", slot);
     if (SM_CANARIES)
         *canary_location(slot, slot_size) = canary_value((char *)slot + slot_size, secret);
@@ -62,8 +44,13 @@ int sm_harden_on_free(void *slot, size_t slot_size, uint64_t secret)
     if (!sm_harden_canary_intact(slot, slot_size, secret))
         return 0;
     if (SM_ZERO_ON_FREE)
-        memset(slot, 0, slot_size);
+        sm_bytes_zero(slot, slot_size);
     return 1;
+}
+
+void sm_harden_init(void)
+{
+    sm_bytes_init();
 }
 
 void sm_harden_note_guard_failure(const char *what)

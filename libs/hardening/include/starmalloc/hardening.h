@@ -22,6 +22,10 @@ __attribute__((noreturn)) void sm_fatal(const char *what, const void *addr);
 /* Writes "starmalloc: warning: <what>" and a newline to stderr with one write(2). */
 void sm_warn(const char *what);
 
+/* Start-up: picks the fastest byte loops this CPU supports for the hooks below (AVX2 on
+ * x86-64 when present). Call once, before threads start; the hooks also work before it. */
+void sm_harden_init(void);
+
 /* Bytes at the end of every slot taken by its canary (0 when canaries are off). The user
  * may use slot_size - SM_CANARY_BYTES bytes of a slot. */
 enum { SM_CANARY_BYTES = SM_CANARIES != 0 ? 8 : 0 };

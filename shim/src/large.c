@@ -1,5 +1,6 @@
 /* The large path: one mapping per object, recorded in the AVL map under its own lock. */
 #include <stdint.h>
+#include <string.h>
 
 #include "heap.h"
 #include "starmalloc/arena.h"
@@ -21,20 +22,30 @@ enum {
  * this, and at most an eighth of an RLIMIT_AS limit. */
 static const size_t QUARANTINE_BYTES_MAX = (size_t)256 << 20;
 
-/* A freed large object held inaccessible (PROT_NONE, decommitted: [addr, addr + size) with
- * its guards around it) before it is unmapped or reused. */
+/* A freed large object ([addr, addr + size) with its guards around it) held in the
+ * quarantine or kept for reuse, until it is unmapped or reused. */
 struct held_object {
     uintptr_t addr;
     size_t size;
     uintptr_t map_addr;
     size_t map_size;
-    bool dirty; /* kept committed, content and all (only without zeroing or quarantine) */
+    bool committed; /* its pages are kept (else decommitted, PROT_NONE) */
 };
 
-/* Without zero on free and without large quarantine (preset none), a freed large object is
- * kept committed, so a reuse faults in no page; at most this many such bytes are kept. */
-enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
-static const size_t DIRTY_BYTES_MAX = (size_t)64 << 20;
+/* Page faults dominate the reuse of a decommitted object (one costs more than zeroing the
+ * page), so without large quarantine a freed object keeps its pages while a byte budget
+ * allows:
+ * - with zero on free (preset light), it is zeroed and made PROT_NONE: as inaccessible as a
+ *   decommitted object, it comes back zero and without a fault;
+ * - without (preset none), it stays as it is, content and all ("dirty").
+ * Larger objects, any beyond the budget, and every object with large quarantine (whose
+ * bytes would add up to too much memory held) are decommitted. */
+enum {
+    KEEP_PAGES = !SM_LARGE_QUARANTINE,
+    KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE,
+};
+static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)64 << 20;
+static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;
 
 static struct {
     struct sm_lock lock; /* guards everything below */
@@ -55,8 +66,8 @@ static struct {
     struct held_object retained[RETAINED_ENTRIES];
     unsigned retained_count;
     size_t retained_bytes;
-    size_t retained_dirty_bytes;
-    struct sm_random rng; /* random guard sizes */
+    size_t committed_held_bytes; /* pages kept by held and retained objects */
+    struct sm_random rng;        /* random guard sizes */
 } large;
 
 static size_t page_round(size_t bytes)
@@ -170,6 +181,34 @@ static void release_mapping(const struct held_object *object, size_t committed)
     sm_region_unmap((void *)object->map_addr, object->map_size, committed);
 }
 
+/* Reserves budget for a freed object to keep its pages; false when it may not. */
+static bool reserve_committed(size_t bytes)
+{
+    if (!KEEP_PAGES || bytes > COMMITTED_OBJECT_BYTES_MAX)
+        return false;
+    sm_lock_acquire(&large.lock);
+    bool fits = large.committed_held_bytes + bytes <= COMMITTED_HELD_BYTES_MAX;
+    if (fits)
+        large.committed_held_bytes += bytes;
+    sm_lock_release(&large.lock);
+    return fits;
+}
+
+static void unreserve_committed(size_t bytes)
+{
+    sm_lock_acquire(&large.lock);
+    large.committed_held_bytes -= bytes;
+    sm_lock_release(&large.lock);
+}
+
+/* Unmaps a held or kept object for good. */
+static void drop_held(const struct held_object *object)
+{
+    release_mapping(object, object->committed ? object->size : 0);
+    if (object->committed)
+        unreserve_committed(object->size);
+}
+
 /* Takes the oldest quarantined object out (the large lock is held). */
 static struct held_object pop_oldest_held(void)
 {
@@ -193,7 +232,7 @@ static void shrink_quarantine(unsigned entries, size_t bytes, bool retain)
         if (retain)
             retain_mapping(&oldest);
         else
-            release_mapping(&oldest, 0);
+            drop_held(&oldest);
         sm_lock_acquire(&large.lock);
     }
     sm_lock_release(&large.lock);
@@ -205,8 +244,6 @@ static struct held_object take_retained(unsigned i)
     struct held_object object = large.retained[i];
     large.retained_count--;
     large.retained_bytes -= object.map_size;
-    if (object.dirty)
-        large.retained_dirty_bytes -= object.size;
     for (; i < large.retained_count; i++)
         large.retained[i] = large.retained[i + 1];
     return object;
@@ -219,7 +256,7 @@ static void retain_mapping(const struct held_object *object)
     bool guarded = object->map_addr < object->addr &&
                    object->addr + object->size < object->map_addr + object->map_size;
     if (SM_LARGE_GUARDS != 0 && !guarded) {
-        release_mapping(object, 0);
+        drop_held(object);
         return;
     }
     sm_lock_acquire(&large.lock);
@@ -230,21 +267,18 @@ static void retain_mapping(const struct held_object *object)
             break;
         struct held_object oldest = take_retained(0);
         sm_lock_release(&large.lock);
-        release_mapping(&oldest, oldest.dirty ? oldest.size : 0);
+        drop_held(&oldest);
         sm_lock_acquire(&large.lock);
     }
     bool keep = large.retained_count < RETAINED_ENTRIES &&
-                large.retained_bytes + object->map_size <= large.held_bytes_max &&
-                (!object->dirty || large.retained_dirty_bytes + object->size <= DIRTY_BYTES_MAX);
+                large.retained_bytes + object->map_size <= large.held_bytes_max;
     if (keep) {
         large.retained[large.retained_count++] = *object;
         large.retained_bytes += object->map_size;
-        if (object->dirty)
-            large.retained_dirty_bytes += object->size;
     }
     sm_lock_release(&large.lock);
     if (!keep)
-        release_mapping(object, object->dirty ? object->size : 0);
+        drop_held(object);
 }
 
 /* Unmaps every kept mapping (the address space may be needed); returns the committed bytes
@@ -256,30 +290,58 @@ static size_t release_retained(void)
     while (large.retained_count > 0) {
         struct held_object last = take_retained(large.retained_count - 1);
         sm_lock_release(&large.lock);
-        release_mapping(&last, last.dirty ? last.size : 0);
-        committed += last.dirty ? last.size : 0;
+        drop_held(&last);
+        committed += last.committed ? last.size : 0;
         sm_lock_acquire(&large.lock);
     }
     sm_lock_release(&large.lock);
     return committed;
 }
 
+/* Decommits the quarantined objects that kept their pages; returns the bytes given back.
+ * The large lock is held across the system calls: trimming is rare. */
+static size_t decommit_quarantine(void)
+{
+    size_t bytes = 0;
+    sm_lock_acquire(&large.lock);
+    for (unsigned i = 0; i < large.held_count; i++) {
+        struct held_object *object = &large.held[(large.held_head + i) % QUARANTINE_ENTRIES];
+        if (!object->committed || !sm_region_decommit((void *)object->addr, object->size))
+            continue;
+        object->committed = false;
+        large.committed_held_bytes -= object->size;
+        bytes += object->size;
+    }
+    sm_lock_release(&large.lock);
+    return bytes;
+}
+
 size_t sm_large_trim(void)
 {
-    return release_retained();
+    return release_retained() + decommit_quarantine();
 }
 
 /* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
  * decommitted one gets its first `usable` bytes committed (the rest of its old object stays
- * PROT_NONE, part of the guard) and is zero; a dirty one is reused whole, content and all. */
+ * PROT_NONE, part of the guard) and is zero; one that kept its pages is reused whole: zero
+ * and made accessible again, or (dirty) content and all. */
+/* Between two kept objects that fit: the one with its pages (no faults), then the smaller. */
+static bool better_fit(const struct held_object *a, const struct held_object *b)
+{
+    if (a->committed != b->committed)
+        return a->committed;
+    return a->size < b->size;
+}
+
 static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed)
 {
     sm_lock_acquire(&large.lock);
     unsigned best = RETAINED_ENTRIES;
     for (unsigned i = 0; i < large.retained_count; i++) {
-        size_t size = large.retained[i].size;
-        if (size >= usable && size / 2 <= usable &&
-            (best == RETAINED_ENTRIES || size < large.retained[best].size))
+        const struct held_object *o = &large.retained[i];
+        if (o->size < usable || o->size / 2 > usable)
+            continue;
+        if (best == RETAINED_ENTRIES || better_fit(o, &large.retained[best]))
             best = i;
     }
     if (best == RETAINED_ENTRIES) {
@@ -288,9 +350,14 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
     }
     struct held_object object = take_retained(best);
     sm_lock_release(&large.lock);
-    if (object.dirty) {
+    if (object.committed) {
+        if (!KEEP_DIRTY && !sm_region_protect_read_write((void *)object.addr, object.size)) {
+            drop_held(&object); /* the kernel refused to split the mapping: map a new one */
+            return false;
+        }
+        unreserve_committed(object.size);
         *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size};
-        *zeroed = 0;
+        *zeroed = !KEEP_DIRTY;
         return true;
     }
     *zeroed = 1;
@@ -354,8 +421,24 @@ static void quarantine_hold(const struct held_object *object)
     }
     sm_lock_release(&large.lock);
     if (object) /* another thread filled the place meanwhile: no quarantine for this one */
-        release_mapping(object, 0);
+        drop_held(object);
     shrink_quarantine(QUARANTINE_ENTRIES, large.held_bytes_max, true);
+}
+
+/* Zeroes a freed object and makes it PROT_NONE, keeping its pages; false (the object left
+ * as it was) when the kernel refuses the protection change. */
+static bool keep_pages_inaccessible(const struct held_object *object)
+{
+    memset((void *)object->addr, 0, object->size);
+    return sm_region_protect_none((void *)object->addr, object->size);
+}
+
+static void hold_freed(const struct held_object *object)
+{
+    if (SM_LARGE_QUARANTINE)
+        quarantine_hold(object);
+    else
+        retain_mapping(object);
 }
 
 void sm_large_free(void *p)
@@ -371,9 +454,13 @@ void sm_large_free(void *p)
     sm_lock_release(&large.lock);
     /* Still mapped until here, so no other object can have been given this address. */
     struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
-    if (KEEP_DIRTY) {
-        object.dirty = true;
-        retain_mapping(&object);
+    if (reserve_committed(entry.size)) {
+        object.committed = KEEP_DIRTY || keep_pages_inaccessible(&object);
+        if (!object.committed)
+            unreserve_committed(entry.size);
+    }
+    if (object.committed) {
+        hold_freed(&object);
         return;
     }
     /* Decommitted and PROT_NONE: the memory goes back to the kernel, and any access through
@@ -385,10 +472,7 @@ void sm_large_free(void *p)
         release_mapping(&object, entry.size);
         return;
     }
-    if (SM_LARGE_QUARANTINE)
-        quarantine_hold(&object);
-    else
-        retain_mapping(&object);
+    hold_freed(&object);
 }
 
 void *sm_large_grow(void *p, size_t size)

@@ -256,8 +256,10 @@ int main(void)
             "ENOMEM; %zu large objects lost a guard; guard failures: %llu; warnings: %u",
             filler_splits, succeeded, refused_at_limit, unguarded_seen,
             (unsigned long long)failures, warnings);
-    REL_CHECK(refused_at_limit > 0, "the mapping limit never refused an allocation: the test did "
-                                    "not reach the limit");
+    /* fill_mapping_table stopped at the kernel's refusal, so the table was full. Whether an
+     * allocation had to be refused depends on the preset: without guards and quarantines
+     * (none) the heap reuses its mappings and may never need a new one. With guards, each
+     * new guard is a split, and the statistics must show the ones the kernel refused. */
     if (SM_LARGE_GUARDS != 0 || SM_GUARD_INTERVAL != 0)
         REL_CHECK(failures > 0, "guards are configured, yet no guard failure was counted at the "
                                 "mapping limit");

@@ -123,13 +123,32 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
     }
 }
 
+/* Gives an empty slab's memory back to the kernel. With slab quarantine it is decommitted
+ * (PROT_NONE: a read through a dangling pointer traps); without, it only loses its pages
+ * (MADV_DONTNEED) and stays accessible, so taking it back needs no system call and the
+ * class region does not split into a mapping per retired slab. */
+static bool give_back_slab(const struct sm_class_state *s, uint32_t index)
+{
+    if (SM_SLAB_QUARANTINE)
+        return sm_region_decommit(slab_start(s, index), s->slab_bytes);
+    return sm_region_purge(slab_start(s, index), s->slab_bytes);
+}
+
+static bool take_back_slab(const struct sm_class_state *s, uint32_t index)
+{
+    if (SM_SLAB_QUARANTINE)
+        return sm_region_commit(slab_start(s, index), s->slab_bytes);
+    sm_region_reuse_purged(s->slab_bytes);
+    return true;
+}
+
 /* A slab that went back to the kernel, committed and reset; or SM_SLAB_NIL. */
 static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_state from)
 {
     uint32_t index = sm_slab_list_last(&s->lists, s->slabs, from);
     if (index == SM_SLAB_NIL)
         return SM_SLAB_NIL;
-    if (!sm_region_commit(slab_start(s, index), s->slab_bytes)) {
+    if (!take_back_slab(s, index)) {
         s->commit_failures++;
         return SM_SLAB_NIL;
     }
@@ -163,7 +182,7 @@ static void retire_empty_slabs(struct sm_class_state *s)
     if (s->lists.by_state[SM_SLAB_EMPTY].count <= SM_EMPTY_SLABS_KEPT)
         return;
     uint32_t index = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_EMPTY);
-    if (!sm_region_decommit(slab_start(s, index), s->slab_bytes)) {
+    if (!give_back_slab(s, index)) {
         sm_harden_note_guard_failure("an empty slab could not be returned to the kernel "
                                      "(vm.max_map_count reached?)");
         return;
@@ -467,7 +486,7 @@ static size_t trim_class(struct sm_class_state *s)
     if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index]))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
     while ((index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY)) != SM_SLAB_NIL) {
-        if (!sm_region_decommit(slab_start(s, index), s->slab_bytes))
+        if (!give_back_slab(s, index))
             break;
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_DECOMMITTED);
         bytes += s->slab_bytes;

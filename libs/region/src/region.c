@@ -96,6 +96,19 @@ bool sm_region_decommit(void *addr, size_t bytes)
     return true;
 }
 
+bool sm_region_purge(void *addr, size_t bytes)
+{
+    if (madvise(addr, bytes, MADV_DONTNEED) != 0)
+        return false;
+    count_uncommitted(bytes);
+    return true;
+}
+
+void sm_region_reuse_purged(size_t bytes)
+{
+    count_committed(bytes);
+}
+
 bool sm_region_protect_none(void *addr, size_t bytes)
 {
     return mprotect(addr, bytes, PROT_NONE) == 0;

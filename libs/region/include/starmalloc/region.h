@@ -37,6 +37,17 @@ bool sm_region_commit(void *addr, size_t bytes);
  * is lost and they no longer count as committed. Returns false when the kernel refuses. */
 bool sm_region_decommit(void *addr, size_t bytes);
 
+/* Returns the pages' memory to the kernel (MADV_DONTNEED) but leaves [addr, addr + bytes)
+ * readable and writable: it reads as zero afterwards and takes memory again page by page as
+ * it is touched. Cheaper than a decommit and a later commit (the mapping is not changed);
+ * for committed ranges of a MAP_NORESERVE reservation that need not trap. The bytes no
+ * longer count as committed until sm_region_reuse_purged. Returns false when the kernel
+ * refuses. */
+bool sm_region_purge(void *addr, size_t bytes);
+
+/* A purged range of `bytes` bytes is in use again: counts it as committed. */
+void sm_region_reuse_purged(size_t bytes);
+
 /* Makes [addr, addr + bytes) inaccessible, keeping the pages' content (guards, quarantine).
  * Returns false when the kernel refuses (e.g. vm.max_map_count reached). */
 bool sm_region_protect_none(void *addr, size_t bytes);

@@ -708,11 +708,20 @@ static void scenario_large_use_after_free_write(void)
  * quarantine the first slab, once empty, was decommitted and is held PROT_NONE behind fresh
  * slabs, so the second round does not take it back and the access faults. Without it the
  * emptied slabs are reused first and the stale pointer reaches a live object again. */
+/* How many empty slabs of g's class libs/arena keeps committed (mirrors layout.c). */
+static size_t empty_slabs_kept(const struct geometry *g)
+{
+    size_t kept = (64 << 10) / g->slab_bytes;
+    size_t min = SM_SLAB_QUARANTINE ? 1 : 8;
+    return kept > min ? kept : min;
+}
+
 static void slab_use_after_free(bool write)
 {
     struct geometry g = geometry_for(SM_MAX_SMALL_SIZE - CANARY_BYTES);
     /* How many slabs. Of those emptied, libs/arena keeps the partial list's head and one empty
-     * slab committed (SM_EMPTY_SLABS_KEPT = 1 with slab quarantine) and retires the others,
+     * or more slabs committed (64 KiB of empty slabs, at least 1, with slab quarantine: see
+     * empty_slabs_kept) and retires the others,
      * oldest first, into the slab quarantine, which holds the last SM_SLAB_QUARANTINE retired.
      * Slots still in the slot quarantine (2 stages of `capacity` entries, each entry possibly
      * in another slab) keep up to 2 * capacity more slabs in use, and the first slab's own
@@ -720,7 +729,8 @@ static void slab_use_after_free(bool write)
      * k more frees with probability (1 - 1/capacity)^k, so 30 * capacity later frees make a
      * failure of the setup less likely than 1e-12. Hence at least `needed` slabs; and for the
      * first slab to be still held when the second round allocates, at most
-     * SM_SLAB_QUARANTINE + 2 slabs, as then at most SM_SLAB_QUARANTINE slabs are retired. */
+     * SM_SLAB_QUARANTINE + 1 + kept slabs, as then at most SM_SLAB_QUARANTINE slabs are
+     * retired. */
     size_t capacity = slot_quarantine_capacity(g.slot_size);
     size_t needed = 2 * capacity + 3;
     size_t flush = (30 * capacity + g.slots - 1) / g.slots + 1;
@@ -729,7 +739,7 @@ static void slab_use_after_free(bool write)
     size_t slabs = needed > 16 ? needed : 16;
     bool second_round_too = true;
     if (SM_SLAB_QUARANTINE) {
-        slabs = (size_t)SM_SLAB_QUARANTINE + 2;
+        slabs = (size_t)SM_SLAB_QUARANTINE + 1 + empty_slabs_kept(&g);
         if (slabs > MAX_OBJECTS / g.slots)
             slabs = MAX_OBJECTS / g.slots;
         if (slabs < needed) {

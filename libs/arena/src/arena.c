@@ -174,12 +174,12 @@ static uint32_t refill_partial(struct sm_class_state *s)
     return index;
 }
 
-/* Hands the oldest empty slab back to the kernel once more than SM_EMPTY_SLABS_KEPT are
+/* Hands the oldest empty slab back to the kernel once more than s->empty_slabs_kept are
  * empty (the hysteresis that keeps alloc/free loops away from system calls). With slab
  * quarantine it then waits, inaccessible, behind SM_SLAB_QUARANTINE others before reuse. */
 static void retire_empty_slabs(struct sm_class_state *s)
 {
-    if (s->lists.by_state[SM_SLAB_EMPTY].count <= SM_EMPTY_SLABS_KEPT)
+    if (s->lists.by_state[SM_SLAB_EMPTY].count <= s->empty_slabs_kept)
         return;
     uint32_t index = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_EMPTY);
     if (!give_back_slab(s, index)) {

@@ -461,7 +461,7 @@ static void test_statistics_over_fill_and_free(void **state)
     assert_int_equal(st.slabs_partial + st.slabs_full + st.slabs_empty + st.slabs_quarantined +
                          st.slabs_decommitted,
                      101);
-    assert_in_range(st.slabs_empty, 1, SM_EMPTY_SLABS_KEPT);
+    assert_in_range(st.slabs_empty, 1, locate(p[0]).owner->empty_slabs_kept);
     if (SM_SLAB_QUARANTINE)
         assert_in_range(st.slabs_quarantined, 1, SM_SLAB_QUARANTINE);
     else

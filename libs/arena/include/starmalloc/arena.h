@@ -38,8 +38,10 @@ int sm_lock_is_held(const struct sm_lock *lock);
 enum {
     /* Entries per slot-quarantine stage; the arrays need at least one element. */
     SM_QUARANTINE_ENTRIES = SM_SLOT_QUARANTINE != 0 ? SM_SLOT_QUARANTINE : 1,
-    /* Empty slabs kept committed per (arena, class) before older ones go back to the kernel. */
-    SM_EMPTY_SLABS_KEPT = SM_SLAB_QUARANTINE != 0 ? 1 : 8,
+    /* Empty slabs kept committed per (arena, class) before older ones go back to the kernel:
+     * about SM_EMPTY_BYTES_KEPT bytes of them, and at least SM_EMPTY_SLABS_KEPT_MIN. */
+    SM_EMPTY_BYTES_KEPT = 64 << 10,
+    SM_EMPTY_SLABS_KEPT_MIN = SM_SLAB_QUARANTINE != 0 ? 1 : 8,
 };
 
 /* Everything about one (arena, class) pair; guarded by its lock. */
@@ -48,10 +50,11 @@ struct sm_class_state {
     uint32_t class_index;
     struct sm_sizeclass_info info; /* a copy of the class geometry, next to the lock */
     size_t slab_bytes;
-    uint32_t fresh_next;      /* slabs [fresh_next, max_slabs) were never used */
-    uint32_t max_slabs;       /* slabs that fit in the class region */
-    uint32_t slabs_committed; /* fresh slabs below this are committed (or guards) */
-    uint32_t meta_committed;  /* metadata entries [0, meta_committed) are committed */
+    uint32_t fresh_next;       /* slabs [fresh_next, max_slabs) were never used */
+    uint32_t max_slabs;        /* slabs that fit in the class region */
+    uint32_t slabs_committed;  /* fresh slabs below this are committed (or guards) */
+    uint32_t meta_committed;   /* metadata entries [0, meta_committed) are committed */
+    uint32_t empty_slabs_kept; /* empty slabs kept committed (see SM_EMPTY_BYTES_KEPT) */
     struct sm_slab_lists lists;
     char *slab_memory;     /* the class region */
     struct sm_slab *slabs; /* metadata, max_slabs entries */

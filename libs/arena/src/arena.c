@@ -245,11 +245,13 @@ static uint32_t quarantine_push(struct sm_class_state *s, uint32_t entry)
     if (s->fifo_count == s->quarantine_capacity) {
         uint32_t oldest = s->quarantine_fifo[s->fifo_head];
         s->quarantine_fifo[s->fifo_head] = evicted;
-        s->fifo_head = (s->fifo_head + 1) % s->quarantine_capacity;
+        s->fifo_head = s->fifo_head + 1 == s->quarantine_capacity ? 0 : s->fifo_head + 1;
         s->quarantined--;
         return oldest;
     }
-    s->quarantine_fifo[(s->fifo_head + s->fifo_count) % s->quarantine_capacity] = evicted;
+    uint32_t tail = s->fifo_head + s->fifo_count; /* < 2 * capacity */
+    s->quarantine_fifo[tail < s->quarantine_capacity ? tail : tail - s->quarantine_capacity] =
+        evicted;
     s->fifo_count++;
     return SM_QUARANTINE_NONE;
 }

@@ -23,6 +23,13 @@ static inline struct sm_class_state *sm_arena_state(unsigned arena, unsigned cls
     return &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
 }
 
+/* The (arena, class) state that owns p (in the slab region): one shift. */
+static inline struct sm_class_state *sm_arena_owner_of(const void *p)
+{
+    size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
+    return &sm_layout.states[offset >> sm_layout.region_shift];
+}
+
 /* Pointer -> (owner, slab, slot) by arithmetic, for a p known to be the start of a slot
  * (e.g. a slot a thread cache holds). Fills *ref whatever p is. */
 static inline void sm_arena_locate_trusted(const void *p, struct sm_slot_ref *ref)

@@ -26,6 +26,7 @@ struct cache_bin {
     struct sm_slab *slabs[CACHE_SLOTS_MAX];
     uint8_t slot_index[CACHE_SLOTS_MAX];
     void *pending_slots[SM_SLOT_QUARANTINE ? PENDING_MAX : 1];
+    uint32_t pending_entries[SM_SLOT_QUARANTINE ? PENDING_MAX : 1]; /* slab << 8 | slot */
 };
 
 struct sm_tcache {
@@ -85,6 +86,14 @@ static void return_slots(void *const *slots, uint32_t count)
 }
 
 static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uint32_t slot);
+
+/* A freed slot joins the bin's freed buffer, with its quarantine entry. */
+static inline void add_pending(struct cache_bin *bin, void *p, const struct sm_slot_ref *ref)
+{
+    bin->pending_slots[bin->pending] = p;
+    bin->pending_entries[bin->pending] = ref->slab << 8 | ref->slot;
+    bin->pending++;
+}
 static void drop_bottom(struct cache_bin *bin, uint32_t n);
 
 /* The freed slots gathered in the bin enter the quarantine of their owners. The slots that
@@ -94,11 +103,11 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
 {
     struct sm_class_state *locked = NULL;
     for (uint32_t i = 0; i < bin->pending; i++) {
-        struct sm_slot_ref ref;
+        struct sm_class_state *owner = sm_arena_owner_of(bin->pending_slots[i]);
+        uint32_t entry = bin->pending_entries[i];
         uint32_t slab, slot;
-        sm_arena_locate_trusted(bin->pending_slots[i], &ref);
-        lock_owner(&locked, ref.owner);
-        if (!sm_arena_quarantine_locked(locked, ref.slab, ref.slot, &slab, &slot))
+        lock_owner(&locked, owner);
+        if (!sm_arena_quarantine_locked(locked, entry >> 8, entry & 0xff, &slab, &slot))
             continue;
         if (bin->count == bin->capacity) {
             /* Release the oldest ready slot rather than the newest: after a mass free the
@@ -109,7 +118,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
             lock_owner(&locked, old_ref.owner);
             sm_arena_release_deferred_locked(locked, old_ref.slab, old_ref.slot);
             drop_bottom(bin, 1);
-            lock_owner(&locked, ref.owner);
+            lock_owner(&locked, owner);
         }
         push_ready(bin, sm_arena_slot_address(locked, slab, slot), &locked->slabs[slab], slot);
     }
@@ -364,7 +373,7 @@ static __attribute__((noinline)) void free_without_cache(void *p)
     sm_arena_locate_trusted(p, &ref);
     struct cache_bin *bin = &cache->bins[ref.owner->class_index];
     if (SM_SLOT_QUARANTINE)
-        bin->pending_slots[bin->pending++] = p; /* the cache is new: room is certain */
+        add_pending(bin, p, &ref); /* the cache is new: room is certain */
     else
         push_ready(bin, p, &ref.owner->slabs[ref.slab], ref.slot);
 }
@@ -387,7 +396,7 @@ void sm_arena_free_cached(void *p)
     struct cache_bin *bin = &cache->bins[ref.owner->class_index];
     if (SM_SLOT_QUARANTINE) {
         /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
-        bin->pending_slots[bin->pending++] = p;
+        add_pending(bin, p, &ref);
         if (bin->pending == PENDING_MAX)
             flush_pending(bin);
         return;

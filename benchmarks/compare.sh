@@ -2,17 +2,19 @@
 # StarMalloc side by side with glibc, jemalloc, tcmalloc and mimalloc.
 #
 #   benchmarks/compare.sh [--quick] [--reps N] [--only W[,W...]] [--presets P[,P...]]
-#                         [--scale X] [--pairs N] [--no-callgrind] [--no-micro] [--no-install]
-#                         [--no-doc] [--note TEXT]
+#                         [--scale X] [--pairs N] [--no-callgrind] [--no-micro] [--no-scaling]
+#                         [--no-install] [--no-doc] [--outdir DIR] [--note TEXT]
 #
 # Installs the Debian packages it needs when missing, builds StarMalloc in Release with each
 # hardening preset (build/bench-<preset>) and the workloads once, then runs every workload
 # under every allocator, interleaved (round-robin over the allocators within each
 # repetition, the starting allocator rotating), N repetitions. It takes medians, computes
-# ratios to glibc from the same run, counts instructions per malloc/free pair with callgrind,
-# times starmalloc-micro's malloc/free pairs per preset (next to glibc's), and writes
-# benchmarks/results/<date>[-quick]/{raw.csv,results.csv,results.md,*.png}, then regenerates
-# the results section of docs/performance.md.
+# ratios to glibc from the same run, measures two-thread scaling (wl-larson --per-thread with
+# 1 and 2 threads under every allocator, interleaved the same way: throughput(2) /
+# throughput(1)), counts instructions per malloc/free pair with callgrind, times
+# starmalloc-micro's malloc/free pairs per preset (next to glibc's), and writes
+# benchmarks/results/<date>[-quick]/{raw.csv,results.csv,scaling-raw.csv,scaling.csv,
+# results.md,*.png}, then regenerates the results section of docs/performance.md.
 #
 #   --quick         a quarter of the work, 3 repetitions, fewer callgrind pairs: for trying it
 #   --reps N        repetitions (default 5, --quick 3)
@@ -23,8 +25,11 @@
 #   --pairs N       malloc/free pairs per callgrind run (default 100000, --quick 20000)
 #   --no-callgrind  skip the instruction counts
 #   --no-micro      skip the starmalloc-micro malloc/free table (saves building it per preset)
+#   --no-scaling    skip the two-thread scaling measurement (it runs whatever --only says)
 #   --no-install    do not install missing packages (allocators not found are skipped)
 #   --no-doc        do not touch docs/performance.md
+#   --outdir DIR    write the results there instead of benchmarks/results/<date>[-quick]
+#                   (emptied first)
 #   --note TEXT     a caveat printed with the results (e.g. "machine shared with builds")
 set -euo pipefail
 
@@ -32,7 +37,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
 quick=0 reps="" only="" presets="none,light,default,paranoid" scale="" pairs="" callgrind=1
-install=1 doc=1 note="" micro=1
+install=1 doc=1 note="" micro=1 scaling=1 outdir=""
 args_text=""
 for a in "$@"; do # the command line as typed, for the report
   if [[ "$a" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then args_text+="${args_text:+ }$a"
@@ -48,6 +53,8 @@ while (($#)); do
     --pairs) pairs="$2"; shift ;;
     --no-callgrind) callgrind=0 ;;
     --no-micro) micro=0 ;;
+    --no-scaling) scaling=0 ;;
+    --outdir) outdir="$2"; shift ;;
     --no-install) install=0 ;;
     --no-doc) doc=0 ;;
     --note) note="$2"; shift ;;
@@ -78,6 +85,18 @@ IFS=, read -r -a preset_list <<<"$presets"
 for p in "${preset_list[@]}"; do
   [[ " none light default paranoid " == *" $p "* ]] || { echo "compare.sh: no preset '$p'" >&2; exit 2; }
 done
+
+if [[ -z "$outdir" ]]; then
+  stamp="$(date +%Y-%m-%d)"
+  ((quick)) && stamp="$stamp-quick"
+  outdir="$repo/benchmarks/results/$stamp"
+fi
+outdir="$(realpath -m "$outdir")"
+# Emptied first: refuse a directory that holds something else than an earlier run's results.
+if [[ -d "$outdir" && -n "$(ls -A "$outdir")" && ! -e "$outdir/meta.txt" ]]; then
+  echo "compare.sh: $outdir is not empty and holds no earlier results (meta.txt): not emptying it" >&2
+  exit 2
+fi
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -138,9 +157,6 @@ for p in "${preset_list[@]}"; do
 done
 
 # ---- output ---------------------------------------------------------------------------------
-stamp="$(date +%Y-%m-%d)"
-((quick)) && stamp="$stamp-quick"
-outdir="$repo/benchmarks/results/$stamp"
 rm -rf "$outdir"
 mkdir -p "$outdir/logs"
 raw="$outdir/raw.csv"
@@ -149,6 +165,7 @@ echo "rep,workload,allocator,status,time_s,ops_per_s,peak_rss_kb,final_rss_kb,ch
 version_of() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 cpu="$(grep -m1 -E '^(model name|Hardware|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
 [[ -n "$cpu" ]] || cpu="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)"
+# shellcheck source=/dev/null
 os_name="$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
 versions="glibc $(version_of libc6)"
 for a in "${allocators[@]}"; do
@@ -182,25 +199,27 @@ versions+=", StarMalloc presets ${presets//,/ } (sm-<preset>)"
 } >"$outdir/meta.txt"
 
 # ---- runs -----------------------------------------------------------------------------------
-# run_one <rep> <workload> <allocator>: one run, one row of raw.csv.
-run_one() {
-  local rep="$1" w="$2" a="$3" lib="${lib_of[$3]}" out rc=0 errf
-  errf="$outdir/logs/$w.$a.$rep.stderr"
-  out="$(env ${lib:+LD_PRELOAD="$lib"} timeout 600 "$bindir/workloads/wl-$w" --scale "$scale" 2>"$errf")" || rc=$?
-  local line
+# run_wl <log name> <allocator> <workload> <args...>: runs wl-<workload> once under the
+# allocator. On success fills kv (the RESULT line's fields) and extra (the fields that are not
+# common to every workload) and returns 0; on failure logs why, sets why and returns 1.
+declare -A kv=()
+extra="" why=""
+run_wl() {
+  local logname="$1" a="$2" w="$3"; shift 3
+  local lib="${lib_of[$a]}" out rc=0 errf line field
+  errf="$outdir/logs/$logname.stderr"
+  out="$(env ${lib:+LD_PRELOAD="$lib"} timeout 600 "$bindir/workloads/wl-$w" "$@" 2>"$errf")" || rc=$?
   line="$(grep -m1 '^RESULT ' <<<"$out" || true)"
   if ((rc != 0)) || [[ -z "$line" ]]; then
-    local why="exit status $rc"
+    why="exit status $rc"
     ((rc == 124)) && why="timed out"
     ((rc > 128 && rc != 124)) && why="killed by signal $((rc - 128))"
     [[ -s "$errf" ]] && why+=": $(head -c 300 "$errf" | tr '\n,' '  ')"
-    log "FAILED: $w under $a: $why"
-    echo "$rep,$w,$a,$why,,,,,," >>"$raw"
-    return
+    log "FAILED: $w $* under $a: $why"
+    return 1
   fi
   [[ -s "$errf" ]] || rm -f "$errf"
-  declare -A kv=()
-  local extra="" field
+  kv=() extra=""
   for field in ${line#RESULT }; do
     kv[${field%%=*}]="${field#*=}"
     case "${field%%=*}" in
@@ -208,6 +227,15 @@ run_one() {
       *) extra+="${extra:+ }$field" ;;
     esac
   done
+}
+
+# run_one <rep> <workload> <allocator>: one run, one row of raw.csv.
+run_one() {
+  local rep="$1" w="$2" a="$3"
+  if ! run_wl "$w.$a.$rep" "$a" "$w" --scale "$scale"; then
+    echo "$rep,$w,$a,$why,,,,,," >>"$raw"
+    return
+  fi
   echo "$rep,$w,$a,ok,${kv[time_s]},${kv[ops_per_s]},${kv[peak_rss_kb]},${kv[final_rss_kb]},${kv[checksum]},$extra" >>"$raw"
   printf '  %-14s %-12s %8ss  peak %7s KiB\n' "$w" "$a" "${kv[time_s]}" "${kv[peak_rss_kb]}" >&2
 }
@@ -221,6 +249,53 @@ for ((rep = 1; rep <= reps; rep++)); do
     done
   done
 done
+
+# ---- two-thread scaling ---------------------------------------------------------------------
+# wl-larson --per-thread: every thread does a whole run's work, so ops_per_s with 1 and with 2
+# threads compare. Allocators interleaved as above; each allocator's 1- and 2-thread runs back
+# to back (their order alternating between repetitions), so that a burst of load hits both.
+# Two threads on 2 cores measure nothing while something else runs, so each run records the
+# CPUs that other processes used meanwhile: (CPU time of the whole system - the run's own) /
+# wall time, from /proc/stat and the shell's `times`.
+hz="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+times_file="$outdir/.times"
+cpu_sample() { # cpu_sample: sets busy_ms (whole system) and own_ms (this shell's children)
+  local l
+  read -r -a l </proc/stat
+  busy_ms=$(((l[1] + l[2] + l[3] + l[6] + l[7] + l[8]) * 1000 / hz))
+  times >"$times_file" # here, not in a subshell: a subshell's `times` knows none of our children
+  own_ms="$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { m = $i; sub(/m.*/, "", m); t = $i
+                 sub(/^[0-9]+m/, "", t); sub(/s$/, "", t); ms += (m * 60 + t) * 1000 }
+                 printf "%d\n", ms }' "$times_file")"
+}
+if ((scaling)); then
+  scaling_raw="$outdir/scaling-raw.csv"
+  echo "rep,allocator,threads,status,time_s,ops_per_s,checksum,other_cpus" >"$scaling_raw"
+  for ((rep = 1; rep <= reps; rep++)); do
+    log "scaling: repetition $rep of $reps (wl-larson --per-thread, 1 and 2 threads, scale $scale)"
+    thread_order=(1 2)
+    ((rep % 2 == 0)) && thread_order=(2 1)
+    for ((i = 0; i < n_alloc; i++)); do
+      a="${allocators[(i + rep - 1) % n_alloc]}"
+      for t in "${thread_order[@]}"; do
+        cpu_sample
+        busy0="$busy_ms" own0="$own_ms" start="$EPOCHREALTIME"
+        if run_wl "scaling.$a.t$t.$rep" "$a" larson --per-thread --threads "$t" --scale "$scale"; then
+          end="$EPOCHREALTIME"
+          cpu_sample
+          other="$(awk -v o="$((busy_ms - busy0 - (own_ms - own0)))" -v s="$start" -v e="$end" \
+                     'BEGIN { o = o < 0 ? 0 : o; printf "%.2f", o / 1000 / (e - s) }')"
+          echo "$rep,$a,$t,ok,${kv[time_s]},${kv[ops_per_s]},${kv[checksum]},$other" >>"$scaling_raw"
+          printf '  larson x%-5s %-12s %8ss  %10s ops/s  (other processes: %s CPUs)\n' "$t" "$a" \
+            "${kv[time_s]}" "${kv[ops_per_s]}" "$other" >&2
+        else
+          echo "$rep,$a,$t,$why,,,," >>"$scaling_raw"
+        fi
+      done
+    done
+  done
+fi
+rm -f "$times_file"
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$outdir/meta.txt"
 
 # ---- micro: malloc/free pairs per size, each preset next to the C library ------------------

@@ -3,10 +3,12 @@
 
     report.py --outdir DIR [--doc docs/performance.md]
 
-Reads DIR/raw.csv (one row per run), DIR/callgrind.csv (instruction counts) and DIR/meta.txt
+Reads DIR/raw.csv (one row per run), DIR/scaling-raw.csv (wl-larson --per-thread runs with 1
+and 2 threads, when measured), DIR/callgrind.csv (instruction counts) and DIR/meta.txt
 (key=value lines about the run and the machine); writes DIR/results.csv (medians and ratios
-to glibc), DIR/results.md (the Markdown report), DIR/*.dat, DIR/*.gp and DIR/*.png (gnuplot),
-and with --doc replaces the generated section of that file. Standard library only.
+to glibc), DIR/scaling.csv (median throughputs and the 2-thread / 1-thread ratio), DIR/results.md
+(the Markdown report), DIR/*.dat, DIR/*.gp and DIR/*.png (gnuplot), and with --doc replaces
+the generated section of that file. Standard library only.
 """
 import argparse
 import csv
@@ -129,6 +131,61 @@ def write_results_csv(path, table, workloads, allocators):
                             num(s["final_ratio"])])
 
 
+def summarize_scaling(runs, allocators):
+    """{allocator: summary dict} of the wl-larson --per-thread runs (scaling-raw.csv)."""
+    table = {}
+    for a in ordered(list(dict.fromkeys(r["allocator"] for r in runs)), allocators):
+        rows = [r for r in runs if r["allocator"] == a]
+        s = {"runs": len(rows), "failures": sum(r["status"] != "ok" for r in rows)}
+        by_rep = {}
+        for t in ("1", "2"):
+            ok = [r for r in rows if r["threads"] == t and r["status"] == "ok"]
+            s[f"ops{t}"] = median([float(r["ops_per_s"]) for r in ok])
+            s[f"checksums{t}"] = sorted({r["checksum"] for r in ok})
+            for r in ok:
+                by_rep.setdefault(r["rep"], {})[t] = float(r["ops_per_s"])
+        s["ratio"] = ratio(s["ops2"], s["ops1"])
+        # The two runs of one repetition ran back to back: their ratio shows the noise.
+        paired = [v["2"] / v["1"] for v in by_rep.values() if "1" in v and "2" in v and v["1"] > 0]
+        s["ratio_min"] = min(paired) if paired else None
+        s["ratio_max"] = max(paired) if paired else None
+        # CPUs that other processes used during the runs: two threads on two cores need both.
+        other = [(float(r["other_cpus"]), float(r["time_s"])) for r in rows
+                 if r["status"] == "ok" and r.get("other_cpus")]
+        weight = sum(t for _, t in other)
+        s["other_mean"] = sum(o * t for o, t in other) / weight if weight > 0 else None
+        s["other_max"] = max(o for o, _ in other) if other else None
+        table[a] = s
+    return table
+
+
+def scaling_problems(scaling):
+    """Allocators whose --per-thread checksums differ from glibc's with the same threads."""
+    problems = []
+    base = scaling.get(BASELINE, {})
+    for a, s in scaling.items():
+        for t in ("1", "2"):
+            sums, ref = s[f"checksums{t}"], base.get(f"checksums{t}", [])
+            if len(sums) > 1 or (ref and sums and sums != ref):
+                problems.append(f"scaling run `larson --per-thread --threads {t}` under `{a}`: "
+                                f"checksum {', '.join(sums)} (glibc: {', '.join(ref) or 'none'})")
+    return problems
+
+
+def write_scaling_csv(path, scaling):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["allocator", "runs", "failures", "ops_per_s_1_thread_median",
+                    "ops_per_s_2_threads_median", "ratio_2_to_1", "ratio_2_to_1_min_of_reps",
+                    "ratio_2_to_1_max_of_reps", "other_processes_cpus_mean",
+                    "other_processes_cpus_max"])
+        num = lambda x, d=4: "" if x is None else f"{x:.{d}f}"
+        for a, s in scaling.items():
+            w.writerow([a, s["runs"], s["failures"], num(s["ops1"], 0), num(s["ops2"], 0),
+                        num(s["ratio"]), num(s["ratio_min"]), num(s["ratio_max"]),
+                        num(s["other_mean"], 2), num(s["other_max"], 2)])
+
+
 def write_chart(outdir, name, title, ylabel, table, workloads, allocators, key):
     dat = os.path.join(outdir, f"{name}.dat")
     with open(dat, "w") as f:
@@ -205,7 +262,7 @@ def load_micro(outdir, presets):
 
 
 def markdown(meta, table, workloads, allocators, callgrind, charts, problems, failures, relpath,
-             micro):
+             micro, scaling):
     out = []
     p = out.append
     p("## Results of the last run")
@@ -268,6 +325,33 @@ def markdown(meta, table, workloads, allocators, callgrind, charts, problems, fa
         p("")
     grid("Final RSS (median MiB at the end of the workload, after it freed its memory)", "final",
          "final_ratio", "", 1 / 1024)
+
+    if scaling:
+        p("### Two-thread scaling (server pattern)")
+        p("")
+        p(f"`wl-larson --per-thread --scale {meta.get('scale', '?')}` with `--threads 1` and "
+          "`--threads 2`: every thread does the same work whatever the number of threads; at "
+          "each epoch the threads swap their segments of live blocks, so every epoch starts "
+          "with frees of blocks that the other thread allocated. Median throughput (millions "
+          "of replacements per second) of the repetitions; the ratio is throughput with 2 "
+          "threads / with 1 (2.00× = perfect scaling on 2 cores, 1.00× = none); in brackets the "
+          "lowest and highest ratio of the two runs of one repetition, which ran back to back. "
+          "*Other load*: how many CPUs other processes used on average during the allocator's "
+          "runs (from /proc/stat in 10 ms ticks, so a few hundredths are noise); with 2 cores, "
+          "more than about 0.1 lowers the ratio.")
+        p("")
+        p("| allocator | 1 thread | 2 threads | 2 threads / 1 | other load |")
+        p("|---|---:|---:|---:|---:|")
+        for a, s in scaling.items():
+            cells = [fmt(s["ops1"] and s["ops1"] / 1e6), fmt(s["ops2"] and s["ops2"] / 1e6)]
+            r = fmt_ratio(s["ratio"])
+            if s["ratio_min"] is not None and s["ratio_max"] != s["ratio_min"]:
+                r += f" ({s['ratio_min']:.2f}–{s['ratio_max']:.2f})"
+            if s["failures"]:
+                r += f" [{s['failures']} failed]"
+            other = "–" if s["other_mean"] is None else f"{s['other_mean']:.2f}"
+            p(f"| {a} | " + " | ".join(cells) + f" | {r} | {other} |")
+        p("")
 
     if callgrind:
         sizes = ordered(list(dict.fromkeys(r["size"] for r in callgrind)), [])
@@ -368,13 +452,22 @@ def main():
                            "peak_ratio"),
     }
     callgrind = load_callgrind(os.path.join(outdir, "callgrind.csv"))
+    scaling_path = os.path.join(outdir, "scaling-raw.csv")
+    scaling_runs = load_runs(scaling_path) if os.path.exists(scaling_path) else []
+    scaling = summarize_scaling(scaling_runs, allocators)
+    if scaling:
+        write_scaling_csv(os.path.join(outdir, "scaling.csv"), scaling)
+    problems += scaling_problems(scaling)
+    failures += [f"`larson --per-thread --threads {r['threads']}` under `{r['allocator']}` "
+                 f"(scaling, repetition {r['rep']}): {r['status']}"
+                 for r in scaling_runs if r["status"] != "ok"]
     doc_dir = os.path.dirname(os.path.abspath(args.doc)) if args.doc else outdir
     relpath = os.path.relpath(os.path.abspath(outdir), doc_dir)
     micro = load_micro(outdir, meta.get("presets", "").split())
     body = markdown(meta, table, workloads, allocators, callgrind, charts, problems, failures,
-                    relpath, micro)
+                    relpath, micro, scaling)
     md_body = markdown(meta, table, workloads, allocators, callgrind, charts, problems, failures,
-                       ".", micro)
+                       ".", micro, scaling)
     with open(os.path.join(outdir, "results.md"), "w") as f:
         f.write("# StarMalloc benchmark comparison\n\n" + md_body + "\n")
     if args.doc:

@@ -11,26 +11,46 @@
 #include <time.h>
 #include <unistd.h>
 
-static void usage(FILE *out, const char *name, const char *about, const struct wl_options *opt)
+static void usage(FILE *out, const char *name, const char *about, const struct wl_options *opt,
+                  const struct wl_flag *flags)
 {
+    fprintf(out, "usage: wl-%s [--scale X] [--threads N] [--seed S]", name);
+    for (const struct wl_flag *f = flags; f && f->name; f++)
+        fprintf(out, " [--%s]", f->name);
     fprintf(out,
-            "usage: wl-%s [--scale X] [--threads N] [--seed S]\n"
-            "%s\n"
+            "\n%s\n"
             "  --scale X    amount of work relative to the default run (default %g)\n"
             "  --threads N  worker threads where the workload has them (default %d)\n"
-            "  --seed S     base seed of the PRNGs (default %" PRIu64 ")\n"
+            "  --seed S     base seed of the PRNGs (default %" PRIu64 ")\n",
+            about, opt->scale, opt->threads, opt->seed);
+    for (const struct wl_flag *f = flags; f && f->name; f++)
+        fprintf(out, "  --%-10s %s\n", f->name, f->help);
+    fprintf(out,
             "Prints one line: RESULT name=%s ... time_s= ops_per_s= peak_rss_kb= final_rss_kb=\n",
-            name, about, opt->scale, opt->threads, opt->seed, name);
+            name);
 }
 
 void wl_parse_args(int argc, char **argv, const char *name, const char *about,
                    struct wl_options *opt)
 {
+    wl_parse_args_flags(argc, argv, name, about, opt, NULL);
+}
+
+void wl_parse_args_flags(int argc, char **argv, const char *name, const char *about,
+                         struct wl_options *opt, const struct wl_flag *flags)
+{
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(stdout, name, about, opt);
+            usage(stdout, name, about, opt, flags);
             exit(0);
+        }
+        const struct wl_flag *flag = flags;
+        while (flag && flag->name && (strncmp(arg, "--", 2) || strcmp(arg + 2, flag->name)))
+            flag++;
+        if (flag && flag->name) {
+            *flag->set = 1;
+            continue;
         }
         if (i + 1 >= argc)
             goto bad;
@@ -56,7 +76,7 @@ void wl_parse_args(int argc, char **argv, const char *name, const char *about,
         continue;
     bad:
         fprintf(stderr, "wl-%s: bad argument '%s'\n", name, arg);
-        usage(stderr, name, about, opt);
+        usage(stderr, name, about, opt, flags);
         exit(2);
     }
 }

@@ -23,6 +23,16 @@ struct wl_options {
 void wl_parse_args(int argc, char **argv, const char *name, const char *about,
                    struct wl_options *opt);
 
+/* An option without a value that only some workloads have: "--<name>" sets *set to 1. */
+struct wl_flag {
+    const char *name; /* without the leading "--" */
+    const char *help; /* one line for the usage message */
+    int *set;
+};
+/* wl_parse_args that also accepts the flags of the array `flags`, ended by a NULL name. */
+void wl_parse_args_flags(int argc, char **argv, const char *name, const char *about,
+                         struct wl_options *opt, const struct wl_flag *flags);
+
 /* Work count scaled by opt->scale, at least `minimum`. */
 uint64_t wl_scaled(const struct wl_options *opt, double count, uint64_t minimum);
 

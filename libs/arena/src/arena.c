@@ -93,9 +93,13 @@ static bool commit_slabs(struct sm_class_state *s, uint32_t index)
     return true;
 }
 
-static void init_slab(struct sm_class_state *s, uint32_t index)
+/* `fresh`: the slab's memory was never handed out (a slab taken from the unused end of the
+ * class region), so no dangling pointer can reach it and its slots are zero until claimed. */
+static void init_slab(struct sm_class_state *s, uint32_t index, bool fresh)
 {
     sm_slab_init(&s->slabs[index], s->info.slots);
+    if (fresh)
+        sm_slab_mark_fresh(&s->slabs[index]);
     if (SM_CANARIES)
         s->slabs[index].secret = sm_random_u64(&s->rng);
 }
@@ -117,7 +121,7 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
         }
         if (index >= s->slabs_committed && !commit_slabs(s, index))
             return SM_SLAB_NIL;
-        init_slab(s, index);
+        init_slab(s, index, true);
         __atomic_store_n(&s->fresh_next, index + 1, __ATOMIC_RELEASE);
         return index;
     }
@@ -136,9 +140,16 @@ static bool give_back_slab(const struct sm_class_state *s, uint32_t index)
 
 static bool take_back_slab(const struct sm_class_state *s, uint32_t index)
 {
-    if (SM_SLAB_QUARANTINE)
-        return sm_region_commit(slab_start(s, index), s->slab_bytes);
-    sm_region_reuse_purged(s->slab_bytes);
+    if (!SM_SLAB_QUARANTINE) {
+        sm_region_reuse_purged(s->slab_bytes);
+        return true;
+    }
+    if (!sm_region_commit(slab_start(s, index), s->slab_bytes))
+        return false;
+    /* The write-after-free check reads each slot before the user writes it: without this,
+     * each page would fault twice (a read maps the zero page, the write copies it). */
+    if (SM_WRITE_AFTER_FREE_CHECK)
+        sm_region_populate(slab_start(s, index), s->slab_bytes);
     return true;
 }
 
@@ -153,7 +164,7 @@ static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_st
         return SM_SLAB_NIL;
     }
     sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_UNUSED);
-    init_slab(s, index);
+    init_slab(s, index, false);
     return index;
 }
 
@@ -294,9 +305,11 @@ void sm_arena_state_init_policies(struct sm_class_state *s, uint64_t stream)
 /* ---- allocation and free ----------------------------------------------------------- */
 
 /* Claims one slot (lowest, or random with SM_RANDOMIZE_SLOTS) of the state's partial head,
- * refilling the partial list when needed; returns its address, or NULL. Lock held. */
+ * refilling the partial list when needed; returns its address, or NULL. *fresh tells whether
+ * the slot was never handed out since its slab came fresh from the kernel (tracked only for
+ * the write-after-free check, which such a slot does not need). Lock held. */
 static char *claim_one(struct sm_class_state *s, uint64_t *secret, uint32_t *slab_index,
-                       uint32_t *slot_index)
+                       uint32_t *slot_index, bool *fresh)
 {
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
     if (__builtin_expect(index == SM_SLAB_NIL, 0)) {
@@ -315,6 +328,7 @@ static char *claim_one(struct sm_class_state *s, uint64_t *secret, uint32_t *sla
     if (sm_slab_is_full(slab))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_FULL);
     s->slots_in_use++;
+    *fresh = SM_WRITE_AFTER_FREE_CHECK && sm_slab_claim_first(slab, (unsigned)slot);
     *secret = slab->secret;
     *slab_index = index;
     *slot_index = (uint32_t)slot;
@@ -326,23 +340,26 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
     struct sm_class_state *s = sm_arena_state(arena, cls);
     uint64_t secret;
     uint32_t slab, slot;
+    bool fresh;
     sm_lock_acquire(&s->lock);
-    char *p = claim_one(s, &secret, &slab, &slot);
+    char *p = claim_one(s, &secret, &slab, &slot, &fresh);
     sm_lock_release(&s->lock);
     if (p)
-        *zeroed = sm_harden_on_alloc(p, s->info.slot_size, secret);
+        *zeroed = fresh ? sm_harden_on_alloc_fresh(p, s->info.slot_size, secret)
+                        : sm_harden_on_alloc(p, s->info.slot_size, secret);
     return p;
 }
 
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
-                              struct sm_slab **slabs, uint8_t *slot_indices)
+                              struct sm_slab **slabs, uint8_t *slot_indices, uint8_t *fresh)
 {
     uint32_t n = 0;
     uint64_t secret;
     sm_lock_acquire(&s->lock);
     for (; n < count; n++) {
         uint32_t slab, slot;
-        char *p = claim_one(s, &secret, &slab, &slot);
+        bool first;
+        char *p = claim_one(s, &secret, &slab, &slot, &first);
         if (!p)
             break;
         sm_slab_defer_slot(&s->slabs[slab], slot);
@@ -350,12 +367,14 @@ uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **s
         slots[count - 1 - n] = p;
         slabs[count - 1 - n] = &s->slabs[slab];
         slot_indices[count - 1 - n] = (uint8_t)slot;
+        fresh[count - 1 - n] = first;
     }
     sm_lock_release(&s->lock);
     for (uint32_t i = 0; n < count && i < n; i++) { /* move the claimed ones to the bottom */
         slots[i] = slots[count - n + i];
         slabs[i] = slabs[count - n + i];
         slot_indices[i] = slot_indices[count - n + i];
+        fresh[i] = fresh[count - n + i];
     }
     return n;
 }

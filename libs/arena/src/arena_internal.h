@@ -59,11 +59,12 @@ static inline enum sm_locate_result sm_arena_locate_inline(const void *p, struct
 }
 
 /* Claims up to `count` slots of s (one lock acquisition), marks them deferred (held by a
- * thread cache) and stores each one's address, slab and index in slots/slabs/slot_indices
- * [0..n), the first claimed at n - 1. Returns n (0 when the class region is exhausted or
- * memory cannot be committed). */
+ * thread cache) and stores each one's address, slab, index and whether it is fresh (never
+ * handed out since its slab came from the kernel: zero, no write-after-free check needed) in
+ * slots/slabs/slot_indices/fresh [0..n), the first claimed at n - 1. Returns n (0 when the
+ * class region is exhausted or memory cannot be committed). */
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
-                              struct sm_slab **slabs, uint8_t *slot_indices);
+                              struct sm_slab **slabs, uint8_t *slot_indices, uint8_t *fresh);
 
 /* The slab of p when p is the start of a slot of a slab that holds slots, else NULL;
  * fills *ref. Safe without any lock (arithmetic and atomic loads). */

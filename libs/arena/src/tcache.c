@@ -25,6 +25,7 @@ struct cache_bin {
     void *slots[CACHE_SLOTS_MAX];
     struct sm_slab *slabs[CACHE_SLOTS_MAX];
     uint8_t slot_index[CACHE_SLOTS_MAX];
+    uint8_t fresh[CACHE_SLOTS_MAX]; /* never handed out: zero, no write-after-free check */
     void *pending_slots[SM_SLOT_QUARANTINE ? PENDING_MAX : 1];
     uint32_t pending_entries[SM_SLOT_QUARANTINE ? PENDING_MAX : 1]; /* slab << 8 | slot */
 };
@@ -142,6 +143,7 @@ static void drop_bottom(struct cache_bin *bin, uint32_t n)
     memmove(bin->slots, bin->slots + n, rest * sizeof(bin->slots[0]));
     memmove(bin->slabs, bin->slabs + n, rest * sizeof(bin->slabs[0]));
     memmove(bin->slot_index, bin->slot_index + n, rest * sizeof(bin->slot_index[0]));
+    memmove(bin->fresh, bin->fresh + n, rest * sizeof(bin->fresh[0]));
     bin->count = rest;
 }
 
@@ -150,6 +152,7 @@ static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uin
     bin->slots[bin->count] = p;
     bin->slabs[bin->count] = slab;
     bin->slot_index[bin->count] = (uint8_t)slot;
+    bin->fresh[bin->count] = 0;
     bin->count++;
 }
 
@@ -285,7 +288,9 @@ static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
         __builtin_prefetch(bin->slabs[top - 1], 1);
     }
     sm_slab_undefer_slot(slab, bin->slot_index[top]);
-    *zeroed = sm_harden_on_alloc(p, sm_arena_state(0, cls)->info.slot_size, slab->secret);
+    uint32_t slot_size = sm_arena_state(0, cls)->info.slot_size;
+    *zeroed = bin->fresh[top] ? sm_harden_on_alloc_fresh(p, slot_size, slab->secret)
+                              : sm_harden_on_alloc(p, slot_size, slab->secret);
     return p;
 }
 
@@ -293,7 +298,7 @@ static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
 static uint32_t refill_bin(struct sm_tcache *cache, struct cache_bin *bin, unsigned cls)
 {
     uint32_t n = sm_arena_claim_batch(sm_arena_state(cache->arena, cls), bin->refill, bin->slots,
-                                      bin->slabs, bin->slot_index);
+                                      bin->slabs, bin->slot_index, bin->fresh);
     bin->count = n;
     return n;
 }

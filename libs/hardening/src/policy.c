@@ -31,6 +31,13 @@ int sm_harden_on_alloc(void *slot, size_t slot_size, uint64_t secret)
     return SM_ZERO_ON_FREE ? 1 : 0;
 }
 
+int sm_harden_on_alloc_fresh(void *slot, size_t slot_size, uint64_t secret)
+{
+    if (SM_CANARIES)
+        *canary_location(slot, slot_size) = canary_value((char *)slot + slot_size, secret);
+    return 1;
+}
+
 int sm_harden_canary_intact(const void *slot, size_t slot_size, uint64_t secret)
 {
     if (!SM_CANARIES)

@@ -109,6 +109,12 @@ void sm_region_reuse_purged(size_t bytes)
     count_committed(bytes);
 }
 
+void sm_region_populate(void *addr, size_t bytes)
+{
+    enum { POPULATE_WRITE = 23 }; /* MADV_POPULATE_WRITE, absent from older headers */
+    (void)madvise(addr, bytes, POPULATE_WRITE);
+}
+
 bool sm_region_protect_none(void *addr, size_t bytes)
 {
     return mprotect(addr, bytes, PROT_NONE) == 0;

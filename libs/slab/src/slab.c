@@ -22,9 +22,23 @@ void sm_slab_init(struct sm_slab *slab, unsigned slots)
             slab->used[w] = UINT64_MAX << (slots - first);
     }
     slab->slots = (uint16_t)slots;
+    memset(slab->handed_out, 0xff, sizeof(slab->handed_out));
     slab->prev = SM_SLAB_NIL;
     slab->next = SM_SLAB_NIL;
     slab->state = SM_SLAB_UNUSED;
+}
+
+void sm_slab_mark_fresh(struct sm_slab *slab)
+{
+    memset(slab->handed_out, 0, sizeof(slab->handed_out));
+}
+
+bool sm_slab_claim_first(struct sm_slab *slab, unsigned slot)
+{
+    uint64_t bit = UINT64_C(1) << (slot % 64);
+    bool first = (slab->handed_out[slot / 64] & bit) == 0;
+    slab->handed_out[slot / 64] |= bit;
+    return first;
 }
 
 /* Concurrency: see slab.h; load_bits and bit_of come from there. */

@@ -90,6 +90,31 @@ static void test_init_gives_an_empty_unlinked_slab(void **state)
     }
 }
 
+static void test_first_claims_are_reported_only_on_fresh_slabs(void **state)
+{
+    (void)state;
+    for (unsigned t = 0; t < NB_SLOT_COUNTS; t++) {
+        unsigned slots = slot_counts[t];
+        struct sm_slab slab;
+        memset(&slab, 0, sizeof(slab)); /* init must set the record, whatever was there */
+        sm_slab_init(&slab, slots);
+        /* A slab with a past: no slot is known to be untouched. */
+        for (unsigned i = 0; i < slots; i++)
+            assert_false(sm_slab_claim_first(&slab, i));
+        /* Fresh: each slot's first claim is reported once, its later ones are not. */
+        sm_slab_mark_fresh(&slab);
+        for (unsigned i = 0; i < slots; i += 2)
+            assert_true(sm_slab_claim_first(&slab, i));
+        for (unsigned i = 0; i < slots; i++)
+            assert_int_equal(sm_slab_claim_first(&slab, i), i % 2 == 1);
+        for (unsigned i = 0; i < slots; i++)
+            assert_false(sm_slab_claim_first(&slab, i));
+        /* A reset (the slab's memory reused) forgets the fresh state. */
+        sm_slab_init(&slab, slots);
+        assert_false(sm_slab_claim_first(&slab, slots - 1));
+    }
+}
+
 static void test_claims_lowest_first_until_full(void **state)
 {
     (void)state;
@@ -539,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_setting_the_same_state_moves_to_the_head),
         cmocka_unit_test(test_unused_and_guard_have_no_list),
         cmocka_unit_test(test_list_last_is_the_oldest_member),
+        cmocka_unit_test(test_first_claims_are_reported_only_on_fresh_slabs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,11 @@ enum { SM_CANARY_BYTES = SM_CANARIES != 0 ? 8 : 0 };
  * Returns 1 when the user's bytes are known to be zero (calloc may skip its memset). */
 int sm_harden_on_alloc(void *slot, size_t slot_size, uint64_t secret);
 
+/* Hook: like sm_harden_on_alloc for a slot that was never handed out since its memory came
+ * from the kernel (zero, and unreachable by any dangling pointer): writes its canary without
+ * the write-after-free check, whose reads would only fault in zero pages. Returns 1. */
+int sm_harden_on_alloc_fresh(void *slot, size_t slot_size, uint64_t secret);
+
 /* Hook: the slot is being freed (it is known to be allocated). Checks its canary and, when
  * it is intact, zeroes the slot if zero-on-free is on and returns 1. Returns 0, changing
  * nothing, when an overflow changed the canary (the caller reports "canary corrupted"). */

@@ -48,6 +48,12 @@ bool sm_region_purge(void *addr, size_t bytes);
 /* A purged range of `bytes` bytes is in use again: counts it as committed. */
 void sm_region_reuse_purged(size_t bytes);
 
+/* Best effort: makes the kernel fault in the pages of the committed range [addr, addr +
+ * bytes) now, writable (MADV_POPULATE_WRITE, Linux 5.14 and later), so that a range about to
+ * be read and written takes one system call instead of up to two faults per page. Does
+ * nothing where the kernel does not support it or refuses (the pages then fault in on use). */
+void sm_region_populate(void *addr, size_t bytes);
+
 /* Makes [addr, addr + bytes) inaccessible, keeping the pages' content (guards, quarantine).
  * Returns false when the kernel refuses (e.g. vm.max_map_count reached). */
 bool sm_region_protect_none(void *addr, size_t bytes);

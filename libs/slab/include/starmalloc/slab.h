@@ -40,8 +40,9 @@ struct sm_slab {
     uint16_t slots;  /* slots in this slab */
     uint8_t state;   /* enum sm_slab_state */
     uint8_t reserved[3];
-    uint64_t secret; /* per-slab random value for the hardening policies (canaries) */
-    uint64_t spare[5];
+    uint64_t secret;        /* per-slab random value for the hardening policies (canaries) */
+    uint64_t handed_out[4]; /* bit i set = slot i was claimed since the slab was fresh */
+    uint64_t spare[1];
 };
 
 /* One list per state, doubly linked through sm_slab.prev/next; slabs enter at the head,
@@ -60,8 +61,18 @@ enum sm_slab_release_result {
     SM_SLAB_DOUBLE_FREE, /* the slot was not allocated (free or deferred): nothing changed */
 };
 
-/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked. */
+/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked. Every slot counts as
+ * claimed before (see sm_slab_claim_first): call sm_slab_mark_fresh for a slab whose memory
+ * comes fresh from the kernel. */
 void sm_slab_init(struct sm_slab *slab, unsigned slots);
+
+/* Records that the slab's memory was never handed out: each slot's first claim from now on
+ * is reported by sm_slab_claim_first. */
+void sm_slab_mark_fresh(struct sm_slab *slab);
+
+/* Records that `slot` was claimed and returns true when it is the slot's first claim since
+ * sm_slab_mark_fresh: its bytes were never the user's (still as the kernel gave them). */
+bool sm_slab_claim_first(struct sm_slab *slab, unsigned slot);
 
 /* Claims the lowest free slot and returns its index, or -1 when the slab is full. */
 int sm_slab_claim_slot(struct sm_slab *slab);

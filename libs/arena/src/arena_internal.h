@@ -26,6 +26,8 @@ static inline struct sm_class_state *sm_arena_state(unsigned arena, unsigned cls
 /* The (arena, class) state that owns p (in the slab region): one shift. */
 static inline struct sm_class_state *sm_arena_owner_of(const void *p)
 {
+    if (!sm_layout.states) /* a pointer in the slab region implies an initialised layout */
+        __builtin_unreachable();
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
     return &sm_layout.states[offset >> sm_layout.region_shift];
 }

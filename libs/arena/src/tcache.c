@@ -121,7 +121,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
             drop_bottom(bin, 1);
             lock_owner(&locked, owner);
         }
-        push_ready(bin, sm_arena_slot_address(locked, slab, slot), &locked->slabs[slab], slot);
+        push_ready(bin, sm_arena_slot_address(owner, slab, slot), &owner->slabs[slab], slot);
     }
     if (locked)
         sm_lock_release(&locked->lock);

@@ -9,19 +9,21 @@
 #include "starmalloc/region.h"
 
 enum {
-    CACHE_SLOTS_MAX = 16,             /* ready slots per class */
+    CACHE_SLOTS_MAX = 32,             /* ready slots per class */
     CACHE_BYTES_PER_CLASS = 64 << 10, /* and at most about this many bytes of them */
-    PENDING_MAX = 8,                  /* freed slots gathered before one trip to the quarantine */
-    CACHES_MAX = 16384,               /* thread caches that can exist at once */
+    PENDING_MAX = 32,   /* freed slots gathered before one trip to the quarantine, and at most
+                           about CACHE_BYTES_PER_CLASS bytes of them */
+    CACHES_MAX = 16384, /* thread caches that can exist at once */
 };
 
 /* A ready slot remembers its slab and index, so handing it out needs no address
  * arithmetic: one atomic bit clear. */
 struct cache_bin {
-    uint32_t count;    /* ready slots: slots[0..count), the next one on top */
-    uint32_t capacity; /* how many ready slots this class may hold */
-    uint32_t pending;  /* freed slots in pending[0..pending) */
-    uint32_t refill;   /* slots claimed per refill */
+    uint32_t count;            /* ready slots: slots[0..count), the next one on top */
+    uint32_t capacity;         /* how many ready slots this class may hold */
+    uint32_t pending;          /* freed slots in pending[0..pending) */
+    uint32_t pending_capacity; /* freed slots gathered before they enter the quarantine */
+    uint32_t refill;           /* slots claimed per refill */
     void *slots[CACHE_SLOTS_MAX];
     struct sm_slab *slabs[CACHE_SLOTS_MAX];
     uint8_t slot_index[CACHE_SLOTS_MAX];
@@ -72,16 +74,23 @@ static void lock_owner(struct sm_class_state **locked, struct sm_class_state *ow
     sm_lock_acquire(&owner->lock);
 }
 
+/* Gives `count` deferred slots back to their slabs, taking their owners' locks in turn
+ * (the one held in *locked stays held at the end). */
+static void release_slots(struct sm_class_state **locked, void *const *slots, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        struct sm_slot_ref ref;
+        sm_arena_locate_trusted(slots[i], &ref);
+        lock_owner(locked, ref.owner);
+        sm_arena_release_deferred_locked(*locked, ref.slab, ref.slot);
+    }
+}
+
 /* Gives `count` deferred ready slots back to their slabs. */
 static void return_slots(void *const *slots, uint32_t count)
 {
     struct sm_class_state *locked = NULL;
-    for (uint32_t i = 0; i < count; i++) {
-        struct sm_slot_ref ref;
-        sm_arena_locate_trusted(slots[i], &ref);
-        lock_owner(&locked, ref.owner);
-        sm_arena_release_deferred_locked(locked, ref.slab, ref.slot);
-    }
+    release_slots(&locked, slots, count);
     if (locked)
         sm_lock_release(&locked->lock);
 }
@@ -98,31 +107,36 @@ static inline void add_pending(struct cache_bin *bin, void *p, const struct sm_s
 static void drop_bottom(struct cache_bin *bin, uint32_t n);
 
 /* The freed slots gathered in the bin enter the quarantine of their owners. The slots that
- * leave the quarantine in exchange are ready for reuse: they go on the bin's ready stack
- * (they are zeroed and still deferred), or back to their slab when the stack is full. */
+ * leave the quarantine in exchange are ready for reuse (zeroed and still deferred): they go
+ * on the bin's ready stack. When it lacks room, its oldest slots go back to their slabs
+ * first (after a mass free the stack then holds the latest slots, and the first emptied
+ * slabs can retire), then the oldest of the returning ones. */
 static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
 {
     struct sm_class_state *locked = NULL;
+    void *back[PENDING_MAX];
+    struct sm_slab *back_slabs[PENDING_MAX];
+    uint8_t back_slots[PENDING_MAX];
+    uint32_t n = 0;
     for (uint32_t i = 0; i < bin->pending; i++) {
         struct sm_class_state *owner = sm_arena_owner_of(bin->pending_slots[i]);
         uint32_t entry = bin->pending_entries[i];
         uint32_t slab, slot;
         lock_owner(&locked, owner);
-        if (!sm_arena_quarantine_locked(locked, entry >> 8, entry & 0xff, &slab, &slot))
+        if (!sm_arena_quarantine_locked(owner, entry >> 8, entry & 0xff, &slab, &slot))
             continue;
-        if (bin->count == bin->capacity) {
-            /* Release the oldest ready slot rather than the newest: after a mass free the
-             * stack then holds the latest slots, and the first emptied slabs can retire. */
-            void *oldest = bin->slots[0];
-            struct sm_slot_ref old_ref;
-            sm_arena_locate_trusted(oldest, &old_ref);
-            lock_owner(&locked, old_ref.owner);
-            sm_arena_release_deferred_locked(locked, old_ref.slab, old_ref.slot);
-            drop_bottom(bin, 1);
-            lock_owner(&locked, owner);
-        }
-        push_ready(bin, sm_arena_slot_address(owner, slab, slot), &owner->slabs[slab], slot);
+        back[n] = sm_arena_slot_address(owner, slab, slot);
+        back_slabs[n] = &owner->slabs[slab];
+        back_slots[n] = (uint8_t)slot;
+        n++;
     }
+    uint32_t excess = bin->count + n > bin->capacity ? bin->count + n - bin->capacity : 0;
+    uint32_t from_ready = excess < bin->count ? excess : bin->count;
+    release_slots(&locked, bin->slots, from_ready);
+    drop_bottom(bin, from_ready);
+    release_slots(&locked, back, excess - from_ready);
+    for (uint32_t i = excess - from_ready; i < n; i++)
+        push_ready(bin, back[i], back_slabs[i], back_slots[i]);
     if (locked)
         sm_lock_release(&locked->lock);
     bin->pending = 0;
@@ -143,7 +157,8 @@ static void drop_bottom(struct cache_bin *bin, uint32_t n)
     memmove(bin->slots, bin->slots + n, rest * sizeof(bin->slots[0]));
     memmove(bin->slabs, bin->slabs + n, rest * sizeof(bin->slabs[0]));
     memmove(bin->slot_index, bin->slot_index + n, rest * sizeof(bin->slot_index[0]));
-    memmove(bin->fresh, bin->fresh + n, rest * sizeof(bin->fresh[0]));
+    if (SM_WRITE_AFTER_FREE_CHECK)
+        memmove(bin->fresh, bin->fresh + n, rest * sizeof(bin->fresh[0]));
     bin->count = rest;
 }
 
@@ -152,7 +167,8 @@ static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uin
     bin->slots[bin->count] = p;
     bin->slabs[bin->count] = slab;
     bin->slot_index[bin->count] = (uint8_t)slot;
-    bin->fresh[bin->count] = 0;
+    if (SM_WRITE_AFTER_FREE_CHECK)
+        bin->fresh[bin->count] = 0;
     bin->count++;
 }
 
@@ -220,6 +236,9 @@ static void init_bins(struct sm_tcache *cache)
             capacity = CACHE_SLOTS_MAX;
         bin->capacity = capacity ? capacity : 1;
         bin->refill = (bin->capacity + 1) / 2;
+        /* Half the ready stack: the slots a flush brings back from the quarantine fit. */
+        uint32_t pending = CACHE_BYTES_PER_CLASS / slot_size;
+        bin->pending_capacity = pending == 0 ? 1 : pending > PENDING_MAX ? PENDING_MAX : pending;
         bin->count = 0;
         bin->pending = 0;
     }
@@ -289,8 +308,9 @@ static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
     }
     sm_slab_undefer_slot(slab, bin->slot_index[top]);
     uint32_t slot_size = sm_arena_state(0, cls)->info.slot_size;
-    *zeroed = bin->fresh[top] ? sm_harden_on_alloc_fresh(p, slot_size, slab->secret)
-                              : sm_harden_on_alloc(p, slot_size, slab->secret);
+    *zeroed = SM_WRITE_AFTER_FREE_CHECK && bin->fresh[top]
+                  ? sm_harden_on_alloc_fresh(p, slot_size, slab->secret)
+                  : sm_harden_on_alloc(p, slot_size, slab->secret);
     return p;
 }
 
@@ -402,7 +422,7 @@ void sm_arena_free_cached(void *p)
     if (SM_SLOT_QUARANTINE) {
         /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
         add_pending(bin, p, &ref);
-        if (bin->pending == PENDING_MAX)
+        if (bin->pending == bin->pending_capacity)
             flush_pending(bin);
         return;
     }

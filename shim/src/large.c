@@ -298,33 +298,12 @@ static size_t release_retained(void)
     return committed;
 }
 
-/* Decommits the quarantined objects that kept their pages; returns the bytes given back.
- * The large lock is held across the system calls: trimming is rare. */
-static size_t decommit_quarantine(void)
-{
-    size_t bytes = 0;
-    sm_lock_acquire(&large.lock);
-    for (unsigned i = 0; i < large.held_count; i++) {
-        struct held_object *object = &large.held[(large.held_head + i) % QUARANTINE_ENTRIES];
-        if (!object->committed || !sm_region_decommit((void *)object->addr, object->size))
-            continue;
-        object->committed = false;
-        large.committed_held_bytes -= object->size;
-        bytes += object->size;
-    }
-    sm_lock_release(&large.lock);
-    return bytes;
-}
-
+/* Quarantined objects never keep their pages (KEEP_PAGES): only the pool has any to give. */
 size_t sm_large_trim(void)
 {
-    return release_retained() + decommit_quarantine();
+    return release_retained();
 }
 
-/* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
- * decommitted one gets its first `usable` bytes committed (the rest of its old object stays
- * PROT_NONE, part of the guard) and is zero; one that kept its pages is reused whole: zero
- * and made accessible again, or (dirty) content and all. */
 /* Between two kept objects that fit: the one with its pages (no faults), then the smaller. */
 static bool better_fit(const struct held_object *a, const struct held_object *b)
 {
@@ -333,6 +312,10 @@ static bool better_fit(const struct held_object *a, const struct held_object *b)
     return a->size < b->size;
 }
 
+/* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
+ * decommitted one gets its first `usable` bytes committed (the rest of its old object stays
+ * PROT_NONE, part of the guard) and is zero; one that kept its pages is reused whole: zero
+ * and made accessible again, or (dirty) content and all. */
 static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed)
 {
     sm_lock_acquire(&large.lock);

@@ -28,9 +28,14 @@ struct cache_bin {
     struct sm_slab *slabs[CACHE_SLOTS_MAX];
     uint8_t slot_index[CACHE_SLOTS_MAX];
     uint8_t fresh[CACHE_SLOTS_MAX]; /* never handed out: zero, no write-after-free check */
-    void *pending_slots[SM_SLOT_QUARANTINE ? PENDING_MAX : 1];
-    uint32_t pending_entries[SM_SLOT_QUARANTINE ? PENDING_MAX : 1]; /* slab << 8 | slot */
-};
+    /* Freed slots on their way to the quarantine; without slot quarantine, freed slots of
+     * another arena on their way back to their slabs. */
+    void *pending_slots[PENDING_MAX];
+    uint32_t pending_entries[PENDING_MAX]; /* slab << 8 | slot */
+    struct sm_class_state *home;           /* this class in the thread's arena */
+} __attribute__((aligned(64)));
+/* A power of two, so that &bins[cls] is a shift away. */
+_Static_assert(sizeof(struct cache_bin) == 1024, "a cache bin takes 1 KiB");
 
 struct sm_tcache {
     struct cache_bin bins[SM_NB_CLASSES];
@@ -96,6 +101,7 @@ static void return_slots(void *const *slots, uint32_t count)
 }
 
 static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uint32_t slot);
+static __attribute__((noinline)) void flush_remote(struct cache_bin *bin);
 
 /* A freed slot joins the bin's freed buffer, with its quarantine entry. */
 static inline void add_pending(struct cache_bin *bin, void *p, const struct sm_slot_ref *ref)
@@ -125,6 +131,10 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
         lock_owner(&locked, owner);
         if (!sm_arena_quarantine_locked(owner, entry >> 8, entry & 0xff, &slab, &slot))
             continue;
+        if (owner != bin->home) { /* another arena's slot: back to its slab (see free) */
+            sm_arena_release_deferred_locked(owner, slab, slot);
+            continue;
+        }
         back[n] = sm_arena_slot_address(owner, slab, slot);
         back_slabs[n] = &owner->slabs[slab];
         back_slots[n] = (uint8_t)slot;
@@ -139,6 +149,13 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
         push_ready(bin, back[i], back_slabs[i], back_slots[i]);
     if (locked)
         sm_lock_release(&locked->lock);
+    bin->pending = 0;
+}
+
+/* Without slot quarantine: gives the gathered slots of other arenas back to their slabs. */
+static __attribute__((noinline)) void flush_remote(struct cache_bin *bin)
+{
+    return_slots(bin->pending_slots, bin->pending);
     bin->pending = 0;
 }
 
@@ -178,6 +195,8 @@ static void flush_cache(struct sm_tcache *cache)
         struct cache_bin *bin = &cache->bins[c];
         if (SM_SLOT_QUARANTINE)
             flush_pending(bin);
+        else
+            flush_remote(bin);
         return_slots(bin->slots, bin->count);
         bin->count = 0;
     }
@@ -230,6 +249,7 @@ static void init_bins(struct sm_tcache *cache)
 {
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
         struct cache_bin *bin = &cache->bins[c];
+        bin->home = sm_arena_state(cache->arena, c);
         uint32_t slot_size = sm_arena_state(0, c)->info.slot_size;
         uint32_t capacity = CACHE_BYTES_PER_CLASS / slot_size;
         if (capacity > CACHE_SLOTS_MAX)
@@ -263,8 +283,8 @@ static struct sm_tcache *cache_of_thread(void)
     sm_lock_release(&pool.lock);
     if (!cache)
         return NULL;
-    init_bins(cache);
     cache->arena = sm_arena_of_thread();
+    init_bins(cache);
     if (pthread_setspecific(pool.key, cache) != 0) {
         thread_exit(cache); /* no destructor: do not cache in this thread */
         return NULL;
@@ -424,6 +444,15 @@ void sm_arena_free_cached(void *p)
         add_pending(bin, p, &ref);
         if (bin->pending == bin->pending_capacity)
             flush_pending(bin);
+        return;
+    }
+    if (__builtin_expect(ref.owner != bin->home, 0)) {
+        /* Another arena's slot goes back to its slab (in batches), not to this thread: a
+         * thread that reused the slots other threads hand it would share their slabs'
+         * metadata, and often their cache lines, with them. */
+        add_pending(bin, p, &ref);
+        if (bin->pending == bin->pending_capacity)
+            flush_remote(bin);
         return;
     }
     if (__builtin_expect(bin->count == bin->capacity, 0)) {

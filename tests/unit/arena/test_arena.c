@@ -603,6 +603,66 @@ static void test_cross_thread_free(void **state)
     assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_FREE);
 }
 
+/* Thread caches and other arenas' slots: thread A allocates REMOTE_SLOTS slots through its
+ * cache and exits; thread B (the next arena) frees them through its own cache and reports
+ * the statistics of A's (arena, class) before it exits. */
+enum { REMOTE_SLOTS = 40 };
+struct remote_run {
+    unsigned cls;
+    unsigned arena_a, arena_b;
+    void *slots[REMOTE_SLOTS];
+    struct sm_class_stats after_frees;
+};
+
+static void *allocate_cached(void *arg)
+{
+    struct remote_run *run = arg;
+    run->arena_a = sm_arena_of_thread();
+    for (unsigned i = 0; i < REMOTE_SLOTS; i++) {
+        int zeroed;
+        run->slots[i] = sm_arena_alloc_cached(run->cls, &zeroed);
+    }
+    return NULL;
+}
+
+static void *free_cached_elsewhere(void *arg)
+{
+    struct remote_run *run = arg;
+    run->arena_b = sm_arena_of_thread();
+    for (unsigned i = 0; i < REMOTE_SLOTS; i++)
+        sm_arena_free_cached(run->slots[i]);
+    sm_arena_class_stats(run->arena_a, run->cls, &run->after_frees);
+    return NULL;
+}
+
+static void test_cached_frees_of_another_arena_go_back(void **state)
+{
+    (void)state;
+    struct remote_run run = {.cls = sm_sizeclass_of(48)};
+    struct sm_class_stats before, after;
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, allocate_cached, &run), 0);
+    assert_int_equal(pthread_join(a, NULL), 0);
+    for (unsigned i = 0; i < REMOTE_SLOTS; i++)
+        assert_non_null(run.slots[i]);
+    sm_arena_class_stats(run.arena_a, run.cls, &before);
+    assert_true(before.slots_in_use >= REMOTE_SLOTS);
+    assert_int_equal(pthread_create(&b, NULL, free_cached_elsewhere, &run), 0);
+    assert_int_equal(pthread_join(b, NULL), 0);
+    if (SM_ARENAS > 1) {
+        assert_int_not_equal(run.arena_a, run.arena_b);
+        /* B gathered A's slots and gave them back once it had 32: none went to B's ready
+         * stack (with slot quarantine they went to A's quarantine, and count as in use). */
+        if (!SM_SLOT_QUARANTINE)
+            assert_true(run.after_frees.slots_in_use <= before.slots_in_use - 32);
+        else
+            assert_true(run.after_frees.slots_quarantined >= 32);
+    }
+    /* Both threads exited: nothing of A's class is left in any cache. */
+    sm_arena_class_stats(run.arena_a, run.cls, &after);
+    assert_int_equal(after.slots_in_use, after.slots_quarantined);
+}
+
 /* ---- fork ------------------------------------------------------------------------------- */
 
 static atomic_bool stop_workers;
@@ -747,6 +807,7 @@ int main(void)
         cmocka_unit_test(test_threads_get_arenas_round_robin),
         cmocka_unit_test(test_lock_gives_mutual_exclusion),
         cmocka_unit_test(test_cross_thread_free),
+        cmocka_unit_test(test_cached_frees_of_another_arena_go_back),
         cmocka_unit_test(test_fork_while_other_threads_allocate),
         cmocka_unit_test(test_double_free_aborts),
         cmocka_unit_test(test_double_free_of_a_reused_slab_aborts),

@@ -62,8 +62,10 @@ bool sm_region_protect_none(void *addr, size_t bytes);
  * Returns false when the kernel refuses. */
 bool sm_region_protect_read_only(void *addr, size_t bytes);
 
-/* Makes a read-only range of the program's own data writable again (no accounting: it is
- * not allocator memory). Returns false when the kernel refuses. */
+/* Makes [addr, addr + bytes) readable and writable again, keeping its pages and changing no
+ * count: for a committed range made inaccessible with sm_region_protect_none, or the
+ * program's own data made read-only. Returns false when the kernel refuses (e.g.
+ * vm.max_map_count reached: the change splits a mapping). */
 bool sm_region_protect_read_write(void *addr, size_t bytes);
 
 /* Hands a reservation or mapping back to the kernel. Returns false when munmap fails.

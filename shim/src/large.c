@@ -44,7 +44,7 @@ enum {
     KEEP_PAGES = !SM_LARGE_QUARANTINE,
     KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE,
 };
-static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)64 << 20;
+static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)128 << 20;
 static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;
 
 static struct {

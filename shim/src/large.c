@@ -1,6 +1,5 @@
 /* The large path: one mapping per object, recorded in the AVL map under its own lock. */
 #include <stdint.h>
-#include <string.h>
 
 #include "heap.h"
 #include "starmalloc/arena.h"
@@ -412,7 +411,7 @@ static void quarantine_hold(const struct held_object *object)
  * as it was) when the kernel refuses the protection change. */
 static bool keep_pages_inaccessible(const struct held_object *object)
 {
-    memset((void *)object->addr, 0, object->size);
+    sm_harden_zero_freed_large((void *)object->addr, object->size);
     return sm_region_protect_none((void *)object->addr, object->size);
 }
 

@@ -16,4 +16,8 @@ bool sm_bytes_any_nonzero(const void *p, size_t bytes);
 /* Zeroes [p, p + bytes), same conditions. */
 void sm_bytes_zero(void *p, size_t bytes);
 
+/* Zeroes [p, p + bytes) (p 16-byte aligned) for memory that will not be read soon, bypassing
+ * the cache where the CPU can (a freed large object). */
+void sm_bytes_zero_cold(void *p, size_t bytes);
+
 #endif

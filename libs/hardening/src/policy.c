@@ -38,6 +38,11 @@ int sm_harden_on_alloc_fresh(void *slot, size_t slot_size, uint64_t secret)
     return 1;
 }
 
+void sm_harden_zero_freed_large(void *p, size_t bytes)
+{
+    sm_bytes_zero_cold(p, bytes);
+}
+
 int sm_harden_canary_intact(const void *slot, size_t slot_size, uint64_t secret)
 {
     if (!SM_CANARIES)

@@ -54,6 +54,20 @@ static void find_any_nonzero_byte(void)
     }
 }
 
+static void test_cold_zeroing_zeroes_exactly_the_range(void **state)
+{
+    (void)state;
+    /* Multiples of 64 take the streaming stores, the others memset. */
+    for (size_t size = 16; size <= MAX_SLOT; size += 16) {
+        memset(arena, FILL, sizeof(arena));
+        sm_bytes_zero_cold(slot, size);
+        for (size_t i = 0; i < size; i++)
+            if (slot[i] != 0)
+                fail_msg("size %zu: byte %zu not zeroed", size, i);
+        check_margins_untouched(size);
+    }
+}
+
 /* cmocka runs the tests in order: the 16-byte loops first, then the CPU's choice. */
 static void test_16_byte_loops_zero_exactly_the_slot(void **state)
 {
@@ -88,6 +102,7 @@ int main(void)
         cmocka_unit_test(test_16_byte_loops_find_any_nonzero_byte),
         cmocka_unit_test(test_cpu_loops_zero_exactly_the_slot),
         cmocka_unit_test(test_cpu_loops_find_any_nonzero_byte),
+        cmocka_unit_test(test_cold_zeroing_zeroes_exactly_the_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

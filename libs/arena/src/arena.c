@@ -397,11 +397,16 @@ static struct sm_slab *slab_with_slots(struct sm_class_state *s, uint32_t index)
     return slab;
 }
 
-struct sm_slab *sm_arena_slab_of(void *p, struct sm_slot_ref *ref)
+bool sm_arena_locate_set_up(const void *p, struct sm_slot_ref *ref)
 {
-    if (sm_arena_locate_inline(p, ref) != SM_LOCATE_OK)
-        return NULL;
-    return slab_with_slots(ref->owner, ref->slab);
+    return sm_arena_locate_inline(p, ref) == SM_LOCATE_OK &&
+           ref->slab < __atomic_load_n(&ref->owner->fresh_next, __ATOMIC_ACQUIRE);
+}
+
+bool sm_arena_slab_holds_slots(const struct sm_slab *slab)
+{
+    uint8_t state = __atomic_load_n(&slab->state, __ATOMIC_RELAXED);
+    return state != SM_SLAB_UNUSED && state != SM_SLAB_GUARD;
 }
 
 void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot)

@@ -68,9 +68,13 @@ static inline enum sm_locate_result sm_arena_locate_inline(const void *p, struct
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
                               struct sm_slab **slabs, uint8_t *slot_indices, uint8_t *fresh);
 
-/* The slab of p when p is the start of a slot of a slab that holds slots, else NULL;
- * fills *ref. Safe without any lock (arithmetic and atomic loads). */
-struct sm_slab *sm_arena_slab_of(void *p, struct sm_slot_ref *ref);
+/* Whether p is the start of a slot of a slab whose metadata is set up (every slab below the
+ * class's fresh_next: one that held slots, or a guard slab, whose slots are never in use);
+ * fills *ref. Safe without any lock (arithmetic and an atomic load). */
+bool sm_arena_locate_set_up(const void *p, struct sm_slot_ref *ref);
+
+/* Whether a set-up slab is one that holds slots (not a guard slab, not being reset). */
+bool sm_arena_slab_holds_slots(const struct sm_slab *slab);
 
 /* With s's lock held: makes a deferred slot free. */
 void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot);

@@ -426,11 +426,13 @@ static __attribute__((noinline)) void free_without_cache(void *p)
 void sm_arena_free_cached(void *p)
 {
     struct sm_slot_ref ref;
-    struct sm_slab *slab = sm_arena_slab_of(p, &ref);
-    if (__builtin_expect(slab == NULL, 0))
+    if (__builtin_expect(!sm_arena_locate_set_up(p, &ref), 0))
         fail_free("invalid free", p);
+    /* A guard slab's slots are never in use, so deferring fails for them as for a slot
+     * freed twice; the message tells the two apart. */
+    struct sm_slab *slab = &ref.owner->slabs[ref.slab];
     if (__builtin_expect(sm_slab_defer_slot(slab, ref.slot) != SM_SLAB_RELEASED, 0))
-        fail_free("double free", p);
+        fail_free(sm_arena_slab_holds_slots(slab) ? "double free" : "invalid free", p);
     if (__builtin_expect(!sm_harden_on_free(p, ref.slot_size, slab->secret), 0))
         fail_free("canary corrupted", p);
     struct sm_tcache *cache = thread_cache;

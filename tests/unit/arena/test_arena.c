@@ -174,6 +174,11 @@ static void free_in_child(void *p)
     sm_arena_free(p);
 }
 
+static void free_cached_in_child(void *p)
+{
+    sm_arena_free_cached(p);
+}
+
 /* ---- setup ------------------------------------------------------------------------------ */
 
 static int group_setup(void **state)
@@ -391,6 +396,9 @@ static void test_guard_slabs_hold_no_slots_and_fault(void **state)
         char *g = slab_start(s, slab);
         size_t usable;
         assert_int_equal(sm_arena_slot_status(g, &usable), SM_SLOT_INVALID);
+        /* Freeing a guard slab's first "slot" is an invalid free, on both free paths. */
+        assert_fatal(free_in_child, g, "invalid free");
+        assert_fatal(free_cached_in_child, g, "invalid free");
         for (size_t i = 0; i < n; i++)
             assert_true(p[i] < g || p[i] >= g + s->slab_bytes);
         /* A guard is inaccessible: touching it kills the process. */
@@ -744,6 +752,7 @@ static void test_double_free_aborts(void **state)
     char *p = alloc_checked(0, cls);
     sm_arena_free(p);
     assert_fatal(free_in_child, p, "double free");
+    assert_fatal(free_cached_in_child, p, "double free");
 }
 
 static void test_double_free_of_a_reused_slab_aborts(void **state)
@@ -771,6 +780,8 @@ static void test_invalid_frees_abort(void **state)
     /* A slot start in a slab that never held slots. */
     struct sm_class_state *s = locate(p).owner;
     assert_fatal(free_in_child, slab_start(s, s->max_slabs - 1), "invalid free");
+    assert_fatal(free_cached_in_child, slab_start(s, s->max_slabs - 1), "invalid free");
+    assert_fatal(free_cached_in_child, p + 16, "invalid free");
     /* The pointer itself is still fine afterwards: the children's aborts changed nothing. */
     size_t usable;
     assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);

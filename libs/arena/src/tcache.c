@@ -1,7 +1,8 @@
-/* Thread caches: each thread keeps, per size class, a few slots ready to hand out and (with
- * slot quarantine) a few freed slots on their way to the quarantine, so that most malloc
- * and free calls take no lock. A cached slot is "deferred" in its slab's bitmap, so a double
- * free of it is still caught, and it goes back to its own slab under its owner's lock. */
+/* Thread caches: each thread keeps, per size class, a few slots of its own arena ready to
+ * hand out and a few freed slots on their way to the quarantine (with slot quarantine) or
+ * back to another arena's slabs (without), so that most malloc and free calls take no lock.
+ * A cached slot is "deferred" in its slab's bitmap, so a double free of it is still caught,
+ * and it goes back to its own slab under its owner's lock. */
 #include <pthread.h>
 #include <string.h>
 

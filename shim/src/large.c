@@ -477,17 +477,23 @@ void *sm_large_grow(void *p, size_t size)
     char *base = sm_region_reserve(total, SM_PAGE_SIZE);
     if (!base)
         return NULL;
-    if (!sm_region_move((void *)old.addr, old.size, base + before, usable)) {
+    struct sm_avl_entry moved = {(uintptr_t)base + before, usable, (uintptr_t)base, total};
+    /* The move and the map's update under one lock: once mremap has moved the pages, the old
+     * range is free for any new mapping, and a new object there must not find the old
+     * record still in the map (its insertion would fail as a duplicate). */
+    sm_lock_acquire(&large.lock);
+    bool moved_ok = sm_region_move((void *)old.addr, old.size, base + before, usable);
+    if (moved_ok) {
+        /* The removal frees a node, so the insertion cannot run out of memory. */
+        sm_avl_remove(&large.map, old.addr, NULL);
+        sm_avl_insert(&large.map, &moved);
+        large.freed[large.freed_next++ % FREED_RING] = old.addr;
+    }
+    sm_lock_release(&large.lock);
+    if (!moved_ok) {
         sm_region_release(base, total);
         return NULL;
     }
-    struct sm_avl_entry moved = {(uintptr_t)base + before, usable, (uintptr_t)base, total};
-    sm_lock_acquire(&large.lock);
-    /* The removal frees a node, so the insertion cannot run out of memory. */
-    sm_avl_remove(&large.map, old.addr, NULL);
-    sm_avl_insert(&large.map, &moved);
-    large.freed[large.freed_next++ % FREED_RING] = old.addr;
-    sm_lock_release(&large.lock);
     if (old.addr > old.map_addr)
         sm_region_release((void *)old.map_addr, old.addr - old.map_addr);
     uintptr_t old_end = old.addr + old.size;

@@ -465,7 +465,8 @@ enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
     struct sm_slot_ref ref;
     if (sm_arena_locate(p, &ref) != SM_LOCATE_OK)
         return SM_SLOT_INVALID;
-    sm_lock_acquire(&ref.owner->lock);
+    /* No lock: the bitmaps are read atomically, and the bits of a slot the caller owns do not
+     * change under it (only a racing misuse of the same pointer could blur the diagnosis). */
     struct sm_slab *slab = slab_with_slots(ref.owner, ref.slab);
     enum sm_slot_status status = SM_SLOT_INVALID;
     if (slab && !sm_slab_slot_allocated(slab, ref.slot))
@@ -473,7 +474,6 @@ enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
     else if (slab)
         status = sm_harden_canary_intact(p, ref.slot_size, slab->secret) ? SM_SLOT_IN_USE
                                                                          : SM_SLOT_CANARY_CORRUPTED;
-    sm_lock_release(&ref.owner->lock);
     if (status == SM_SLOT_IN_USE)
         *usable = ref.slot_size - SM_CANARY_BYTES;
     return status;

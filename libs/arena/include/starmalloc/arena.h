@@ -140,8 +140,8 @@ enum sm_slot_status {
 };
 
 /* Classifies p (in the slab region); for a slot in use stores its usable size (slot size
- * less the canary) in *usable. Never aborts: callers report with the message that fits
- * their operation. */
+ * less the canary) in *usable. Takes no lock (atomic loads). Never aborts: callers report
+ * with the message that fits their operation. */
 enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable);
 
 /* Fork handlers: take every (arena, class) lock in index order before fork; release them

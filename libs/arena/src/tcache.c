@@ -257,7 +257,7 @@ static void init_bins(struct sm_tcache *cache)
             capacity = CACHE_SLOTS_MAX;
         bin->capacity = capacity ? capacity : 1;
         bin->refill = (bin->capacity + 1) / 2;
-        /* Half the ready stack: the slots a flush brings back from the quarantine fit. */
+        /* Freed slots gathered: about CACHE_BYTES_PER_CLASS bytes of them, 1 to PENDING_MAX. */
         uint32_t pending = CACHE_BYTES_PER_CLASS / slot_size;
         bin->pending_capacity = pending == 0 ? 1 : pending > PENDING_MAX ? PENDING_MAX : pending;
         bin->count = 0;

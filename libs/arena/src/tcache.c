@@ -320,6 +320,8 @@ static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
 {
     uint32_t top = --bin->count;
     void *p = bin->slots[top];
+    if (!p) /* cached slots are never NULL: the callers' NULL tests compile away */
+        __builtin_unreachable();
     struct sm_slab *slab = bin->slabs[top];
     if (SM_WRITE_AFTER_FREE_CHECK && top > 0) {
         /* The next slot out is read whole by the write-after-free check and its slab's

@@ -8,10 +8,11 @@
 #include <random>
 #include <vector>
 
-#include "glue.h"
 #include "starmalloc.h"
+#include "starmalloc/arena.h"
 #include "starmalloc/avl.h"
 #include "starmalloc/region.h"
+#include "starmalloc/slab.h"
 // sizeclass.h names a function like its struct, which g++ -Wshadow reports as hiding the
 // struct's implicit constructor: harmless here.
 #pragma GCC diagnostic push
@@ -63,14 +64,14 @@ BENCHMARK(BM_sizeclass_of_aligned);
 void BM_slab_fill_drain(benchmark::State &state)
 {
     const unsigned slots = static_cast<unsigned>(state.range(0));
-    sm_slab *slab = bench_slab_create(slots);
+    sm_slab slab;
+    sm_slab_init(&slab, slots);
     for (auto _ : state) {
         for (unsigned i = 0; i < slots; i++)
-            benchmark::DoNotOptimize(bench_slab_claim(slab));
+            benchmark::DoNotOptimize(sm_slab_claim_slot(&slab));
         for (unsigned i = 0; i < slots; i++)
-            bench_slab_release(slab, i);
+            sm_slab_release_slot(&slab, i);
     }
-    bench_slab_destroy(slab);
     state.SetItemsProcessed(state.iterations() * 2 * slots);
 }
 BENCHMARK(BM_slab_fill_drain)->Arg(8)->Arg(64)->Arg(256);
@@ -80,22 +81,22 @@ BENCHMARK(BM_slab_fill_drain)->Arg(8)->Arg(64)->Arg(256);
 void BM_slab_claim_release(benchmark::State &state)
 {
     const unsigned fill = static_cast<unsigned>(state.range(0));
-    sm_slab *slab = bench_slab_create(256);
+    sm_slab slab;
+    sm_slab_init(&slab, 256);
     std::mt19937 rng(3);
     for (unsigned i = 0; i < 256; i++)
         if (rng() % 100 < fill)
-            bench_slab_claim_from(slab, i);
+            sm_slab_claim_slot_from(&slab, i);
     std::vector<unsigned> starts(4096);
     for (auto &s : starts)
         s = rng() % 256;
     size_t k = 0;
     for (auto _ : state) {
-        int slot = bench_slab_claim_from(slab, starts[k++ & 4095]);
+        int slot = sm_slab_claim_slot_from(&slab, starts[k++ & 4095]);
         benchmark::DoNotOptimize(slot);
         if (slot >= 0)
-            bench_slab_release(slab, static_cast<unsigned>(slot));
+            sm_slab_release_slot(&slab, static_cast<unsigned>(slot));
     }
-    bench_slab_destroy(slab);
     state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_slab_claim_release)->Arg(0)->Arg(50)->Arg(95);
@@ -227,16 +228,17 @@ BENCHMARK(BM_region_map_release)->Arg(16)->Arg(256);
 void BM_arena_alloc_free(benchmark::State &state)
 {
     starmalloc_free(starmalloc_malloc(1)); // initialises the heap (sm_arena_init, once)
-    const unsigned arena = bench_arena_of_thread();
+    const unsigned arena = sm_arena_of_thread();
     const unsigned cls = sm_sizeclass_of(static_cast<size_t>(state.range(0)));
     for (auto _ : state) {
-        void *p = bench_arena_alloc(arena, cls);
+        int zeroed = 0;
+        void *p = sm_arena_alloc(arena, cls, &zeroed);
         if (!p) {
             state.SkipWithError("sm_arena_alloc failed");
             break;
         }
         benchmark::DoNotOptimize(p);
-        bench_arena_free(p);
+        sm_arena_free(p);
     }
     state.SetItemsProcessed(state.iterations());
 }

@@ -54,7 +54,7 @@ void starmalloc_free(void *p)
         return;
     }
     if (p)
-        sm_heap_free(p);
+        sm_heap_free_large(p);
 }
 
 void *starmalloc_calloc(size_t count, size_t size)

@@ -74,15 +74,20 @@ void *sm_heap_alloc(size_t size, size_t align, int *zeroed)
     return sm_large_alloc(size, align, zeroed);
 }
 
+void sm_heap_free_large(void *p)
+{
+    if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_READY)
+        sm_fatal("invalid free", p);
+    sm_large_free(p);
+}
+
 void sm_heap_free(void *p)
 {
     if (sm_arena_contains(p)) {
         sm_arena_free_cached(p);
         return;
     }
-    if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_READY)
-        sm_fatal("invalid free", p);
-    sm_large_free(p);
+    sm_heap_free_large(p);
 }
 
 size_t sm_heap_usable_size(void *p, const char *operation)

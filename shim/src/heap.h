@@ -16,6 +16,9 @@ void *sm_heap_alloc(size_t size, size_t align, int *zeroed);
 /* Frees p (not NULL); aborts with "invalid free" or "double free" on a bad pointer. */
 void sm_heap_free(void *p);
 
+/* sm_heap_free for a p (not NULL) known to lie outside the slab region. */
+void sm_heap_free_large(void *p);
+
 /* Usable bytes at p, aborting with "invalid <operation>" or "<operation> of a freed pointer"
  * when p is not a live allocation. */
 size_t sm_heap_usable_size(void *p, const char *operation);

@@ -87,7 +87,7 @@ void *starmalloc_realloc(void *p, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    if (sm_heap_resize_in_place(p, size))
+    if (sm_heap_resize_in_place(p, old_size, size))
         return p;
     if (size > SM_MAX_SMALL_SIZE && !sm_arena_contains(p)) {
         void *moved = sm_large_grow(p, size);

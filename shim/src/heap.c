@@ -118,15 +118,14 @@ size_t sm_heap_usable_size(void *p, const char *operation)
     sm_fatal(what, p);
 }
 
-bool sm_heap_resize_in_place(void *p, size_t size)
+bool sm_heap_resize_in_place(void *p, size_t usable, size_t size)
 {
-    if (sm_arena_contains(p)) {
-        struct sm_slot_ref ref;
-        if (size > SM_MAX_SMALL_SIZE - SM_CANARY_BYTES || sm_arena_locate(p, &ref) != SM_LOCATE_OK)
-            return false;
-        /* Only within the same class: moving to a smaller class gives memory back. (The
-         * canary sits at the end of the slot, so it stays valid.) */
-        return sm_sizeclass_of(size + SM_CANARY_BYTES) == ref.owner->class_index;
-    }
-    return sm_large_resize_in_place(p, size);
+    if (!sm_arena_contains(p))
+        return sm_large_resize_in_place(usable, size);
+    if (size > SM_MAX_SMALL_SIZE - SM_CANARY_BYTES)
+        return false;
+    /* Only within the same class: moving to a smaller class gives memory back. A slot's
+     * usable bytes and canary fill it exactly, so `usable` names its class. (The canary sits
+     * at the end of the slot, so it stays valid.) */
+    return sm_sizeclass_of(size + SM_CANARY_BYTES) == sm_sizeclass_of(usable + SM_CANARY_BYTES);
 }

@@ -23,8 +23,9 @@ void sm_heap_free_large(void *p);
  * when p is not a live allocation. */
 size_t sm_heap_usable_size(void *p, const char *operation);
 
-/* Tries to resize p to size bytes without moving it; true on success. */
-bool sm_heap_resize_in_place(void *p, size_t size);
+/* Whether p, a live block of `usable` bytes (sm_heap_usable_size), can take size bytes
+ * without moving; decided from the sizes alone. */
+bool sm_heap_resize_in_place(void *p, size_t usable, size_t size);
 
 /* Large path (above SM_MAX_SMALL_SIZE or over-aligned): one mapping per object. */
 bool sm_large_init(void);
@@ -35,7 +36,8 @@ size_t sm_large_trim(void);
 void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */
 size_t sm_large_usable_size(void *p, bool *freed);
-bool sm_large_resize_in_place(void *p, size_t size);
+/* Whether a large object of `usable` bytes keeps its place for size bytes. */
+bool sm_large_resize_in_place(size_t usable, size_t size);
 /* Grows the large object p to size bytes by moving its pages (no copy) to a new mapping
  * with fresh guards; returns its new address, or NULL (p unchanged) when p is not a large
  * object, size is not larger, or the kernel refuses. */

@@ -512,18 +512,14 @@ size_t sm_large_usable_size(void *p, bool *freed)
     return usable;
 }
 
-bool sm_large_resize_in_place(void *p, size_t size)
+bool sm_large_resize_in_place(size_t usable, size_t size)
 {
     /* The object keeps its size (the guards stay where they are) as long as the new size
      * fits in it and uses at least half of it; otherwise moving is worth its cost. */
     if (size <= SM_MAX_SMALL_SIZE || size > SIZE_MAX - SM_PAGE_SIZE)
         return false;
-    sm_lock_acquire(&large.lock);
-    struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
     size_t needed = page_round(size);
-    bool fits = entry && needed <= entry->size && needed >= entry->size / 2;
-    sm_lock_release(&large.lock);
-    return fits;
+    return needed <= usable && needed >= usable / 2;
 }
 
 static void count_large(const struct sm_avl_entry *entry, void *ctx)

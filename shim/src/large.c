@@ -331,13 +331,15 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
         return false;
     }
     struct held_object object = take_retained(best);
+    if (object.committed) /* its pages leave the budget with it, under the same lock */
+        large.committed_held_bytes -= object.size;
     sm_lock_release(&large.lock);
     if (object.committed) {
         if (!KEEP_DIRTY && !sm_region_protect_read_write((void *)object.addr, object.size)) {
-            drop_held(&object); /* the kernel refused to split the mapping: map a new one */
+            /* The kernel refused to split the mapping: unmap it and map a new one. */
+            release_mapping(&object, object.size);
             return false;
         }
-        unreserve_committed(object.size);
         *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size};
         *zeroed = !KEEP_DIRTY;
         return true;

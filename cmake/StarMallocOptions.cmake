@@ -11,6 +11,14 @@ if(NOT STARMALLOC_ARENAS MATCHES "^[0-9]+$" OR STARMALLOC_ARENAS LESS 1 OR STARM
   message(FATAL_ERROR "STARMALLOC_ARENAS='${STARMALLOC_ARENAS}': must be a whole number from 1 to 256")
 endif()
 
+option(STARMALLOC_LARGE_HUGE_PAGES
+       "Back large objects of 2 MiB and more with transparent huge pages (MADV_HUGEPAGE)" ON)
+if(STARMALLOC_LARGE_HUGE_PAGES)
+  set(SM_LARGE_HUGE_PAGES 1)
+else()
+  set(SM_LARGE_HUGE_PAGES 0)
+endif()
+
 set(_sm_presets none light default paranoid)
 if(NOT STARMALLOC_HARDENING IN_LIST _sm_presets)
   message(FATAL_ERROR "STARMALLOC_HARDENING='${STARMALLOC_HARDENING}': must be one of none, light, default, paranoid")

@@ -20,6 +20,9 @@
 
 #include <starmalloc.h>
 
+#include "starmalloc/config.h"
+#include "vma_flags.h"
+
 #ifdef SM_ABI_PREFIXED
 #define ABI(name) starmalloc_##name
 #else
@@ -148,6 +151,44 @@ static void malloc_large_sizes(void **state)
         assert_int_equal(check_fill(blocks[i], sizes[i], (unsigned)i), sizes[i]);
         ABI(free)(blocks[i]);
     }
+}
+
+/* With STARMALLOC_LARGE_HUGE_PAGES, a large object of at least 2 MiB starts on a 2 MiB
+ * boundary and its mapping asks for transparent huge pages, whether it is new, reused after
+ * a free, or moved by realloc; a smaller one never asks. Without the option none asks. */
+static void expect_huge_advice(const char *what, void *p, size_t size)
+{
+    bool wanted = SM_LARGE_HUGE_PAGES && size >= 2 * MiB;
+    if (wanted)
+        assert_true(is_aligned(p, 2 * MiB));
+    bool advised = vma_has_flag(p, "hg");
+    if (advised != (wanted && kernel_has_thp()))
+        fail_msg("%s: %zu bytes at %p: huge page advice %s", what, size, p,
+                 advised ? "given" : "missing");
+}
+
+static void large_objects_ask_for_huge_pages(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {1 * MiB, 2 * MiB, 5 * MiB + 123, 9 * MiB};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        char *p = checked_malloc(sizes[i]);
+        expect_huge_advice("new", p, sizes[i]);
+        fill(p, sizes[i], 1);
+        ABI(free)(p);
+        p = checked_malloc(sizes[i]); /* may reuse the freed mapping */
+        expect_huge_advice("after a free", p, sizes[i]);
+        ABI(free)(p);
+    }
+    char *p = checked_malloc(3 * MiB);
+    fill(p, 3 * MiB, 2);
+    p = ABI(realloc)(p, 9 * MiB);
+    assert_non_null(p);
+    assert_int_equal(check_fill(p, 3 * MiB, 2), 3 * MiB);
+    expect_huge_advice("grown by realloc", p, 9 * MiB);
+    ABI(free)(p);
+    if (!kernel_has_thp())
+        print_message("no transparent huge pages in this kernel: only the alignment is checked\n");
 }
 
 static int compare_pointers(const void *a, const void *b)
@@ -788,6 +829,7 @@ int main(void)
 #endif
         cmocka_unit_test(malloc_every_small_size),
         cmocka_unit_test(malloc_large_sizes),
+        cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(malloc_zero_distinct),
         cmocka_unit_test(malloc_too_large),
         cmocka_unit_test(calloc_zeroed),

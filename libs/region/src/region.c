@@ -115,6 +115,15 @@ void sm_region_populate(void *addr, size_t bytes)
     (void)madvise(addr, bytes, POPULATE_WRITE);
 }
 
+void sm_region_advise_huge(void *addr, size_t bytes)
+{
+    uintptr_t huge = SM_REGION_HUGE_PAGE_SIZE;
+    uintptr_t start = ((uintptr_t)addr + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t)addr + bytes) & ~(huge - 1);
+    if (end > start)
+        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+}
+
 bool sm_region_protect_none(void *addr, size_t bytes)
 {
     return mprotect(addr, bytes, PROT_NONE) == 0;

@@ -22,6 +22,7 @@
 
 #include "starmalloc/config.h"
 #include "starmalloc/region.h"
+#include "vma_flags.h"
 
 #define KiB ((size_t)1024)
 #define MiB (1024 * KiB)
@@ -337,6 +338,29 @@ static void test_aligned_calls_leave_no_slack_behind(void **state)
 
 /* ---- accounting ------------------------------------------------------------------------- */
 
+/* The advice covers the 2 MiB-aligned part of the range only, and nothing for a range that
+ * holds no aligned 2 MiB; the pages stay usable. */
+static void test_advise_huge_marks_the_aligned_part(void **state)
+{
+    (void)state;
+    const size_t huge = SM_REGION_HUGE_PAGE_SIZE;
+    char *p = sm_region_reserve(4 * huge, huge);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, 4 * huge));
+    sm_region_advise_huge(p + PAGE, 3 * huge);        /* holds [p + huge, p + 3 huge) */
+    sm_region_advise_huge(p + 3 * huge, huge - PAGE); /* no aligned 2 MiB inside */
+    bool thp = kernel_has_thp();
+    assert_false(vma_has_flag(p, "hg"));
+    assert_int_equal(vma_has_flag(p + huge, "hg"), thp);
+    assert_int_equal(vma_has_flag(p + 3 * huge - PAGE, "hg"), thp);
+    assert_false(vma_has_flag(p + 3 * huge, "hg"));
+    if (!thp)
+        print_message("no transparent huge pages in this kernel: the advice must be a no-op\n");
+    memset(p, 0x5a, 4 * huge);
+    assert_int_equal(p[3 * huge + 7], 0x5a);
+    assert_true(sm_region_unmap(p, 4 * huge, 4 * huge));
+}
+
 static void test_committed_bytes_follow_commit_and_decommit(void **state)
 {
     (void)state;
@@ -529,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_failures_are_reported),
         cmocka_unit_test(test_map_gives_zeroed_aligned_writable_memory),
         cmocka_unit_test(test_aligned_calls_leave_no_slack_behind),
+        cmocka_unit_test(test_advise_huge_marks_the_aligned_part),
         cmocka_unit_test(test_committed_bytes_follow_commit_and_decommit),
         cmocka_unit_test(test_committed_bytes_follow_map_and_unmap),
         cmocka_unit_test(test_peak_committed_bytes_is_the_high_water_mark),

@@ -54,6 +54,16 @@ void sm_region_reuse_purged(size_t bytes);
  * nothing where the kernel does not support it or refuses (the pages then fault in on use). */
 void sm_region_populate(void *addr, size_t bytes);
 
+/* The size of a transparent huge page on x86-64 and arm64 with 4 KiB pages. */
+enum { SM_REGION_HUGE_PAGE_SIZE = 2 << 20 };
+
+/* Best effort: asks the kernel to back the 2 MiB-aligned parts of the committed range
+ * [addr, addr + bytes) with transparent huge pages (MADV_HUGEPAGE), so that they fault in
+ * 2 MiB at a time. Does nothing for a range that holds no aligned 2 MiB, where the kernel
+ * has no THP support or it is disabled (`never`, or prctl PR_SET_THP_DISABLE), or when the
+ * kernel refuses. The advice belongs to the mapping: sm_region_decommit drops it. */
+void sm_region_advise_huge(void *addr, size_t bytes);
+
 /* Makes [addr, addr + bytes) inaccessible, keeping the pages' content (guards, quarantine).
  * Returns false when the kernel refuses (e.g. vm.max_map_count reached). */
 bool sm_region_protect_none(void *addr, size_t bytes);

@@ -18,30 +18,11 @@
 
 #include <starmalloc.h>
 
-#ifdef SM_ABI_PREFIXED
-#define ABI(name) starmalloc_##name
-#else
-#define ABI(name) name
-void free_sized(void *p, size_t size);
-void free_aligned_sized(void *p, size_t align, size_t size);
-#endif
+#include "abi_select.h"
+#include "opaque.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
-
-/* Keeps the compiler from reasoning about (and warning on) the pointers we misuse on purpose:
- * a pointer passed through opaque() before a free is, to the compiler, another pointer. */
-static void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p));
-    return p;
-}
-
-static size_t opaque_size(size_t n)
-{
-    __asm__ volatile("" : "+r"(n));
-    return n;
-}
 
 static void *alloc(size_t size)
 {

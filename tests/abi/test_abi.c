@@ -21,36 +21,16 @@
 #include <starmalloc.h>
 
 #include "starmalloc/config.h"
-#include "vma_flags.h"
 
-#ifdef SM_ABI_PREFIXED
-#define ABI(name) starmalloc_##name
-#else
-#define ABI(name) name
-/* C23 functions that this glibc does not declare yet (libstarmalloc defines them). */
-void free_sized(void *p, size_t size);
-void free_aligned_sized(void *p, size_t align, size_t size);
-#endif
+#include "abi_select.h"
+#include "opaque.h"
+#include "vma_flags.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 #define SMALL_MAX ((size_t)128 * KiB) /* the largest small class of the default table */
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-/* Hides a value from the optimiser, so that it can neither fold an alignment or NULL check
- * it believes it knows the answer to, nor warn about constant sizes we pass on purpose. */
-static void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p));
-    return p;
-}
-
-static size_t opaque_size(size_t n)
-{
-    __asm__ volatile("" : "+r"(n));
-    return n;
-}
 
 static bool is_aligned(const void *p, size_t align)
 {

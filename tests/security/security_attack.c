@@ -17,7 +17,7 @@
  * went unnoticed. Core dumps are disabled: the expected deaths are not worth a core file.
  *
  * Compiled with -fno-builtin so that the compiler cannot remove or merge malloc/free pairs, and
- * every pointer that is misused on purpose goes through launder() first, so that the compiler
+ * every pointer that is misused on purpose goes through opaque() first, so that the compiler
  * neither reasons about it nor warns (-Wuse-after-free, -Wfree-nonheap-object). */
 #include <inttypes.h>
 #include <malloc.h>
@@ -35,6 +35,8 @@
 
 #include "starmalloc/config.h"
 #include "starmalloc/sizeclass.h"
+
+#include "opaque.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -123,25 +125,12 @@ static void expect_fault_at(const volatile void *p)
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-/* Hides a pointer's origin from the optimiser. */
-static void *launder(void *p)
-{
-    __asm__ volatile("" : "+r"(p));
-    return p;
-}
-
-static size_t launder_size(size_t n)
-{
-    __asm__ volatile("" : "+r"(n));
-    return n;
-}
-
 static char *xmalloc(size_t size)
 {
-    char *p = malloc(launder_size(size));
+    char *p = malloc(opaque_size(size));
     if (!p)
         broken("malloc(%zu) failed", size);
-    return launder(p);
+    return opaque(p);
 }
 
 static size_t page_round(size_t n)
@@ -262,7 +251,7 @@ static void double_free(size_t size)
     char *p = xmalloc(size);
     expect_fatal_at(p);
     free(p);
-    free(launder(p));
+    free(opaque(p));
     not_detected("free(p); free(p) of a %zu-byte object returned", size);
 }
 
@@ -297,7 +286,7 @@ static void scenario_double_free_delayed(void)
         if (contains(later, k, p))
             fail("a slot held in the slot quarantine was handed out again by an allocation");
         expect_fatal_at(p);
-        free(launder(p));
+        free(opaque(p));
         not_detected("the second free of a slot held in quarantine (after %zu allocations) "
                      "returned",
                      k);
@@ -306,7 +295,7 @@ static void scenario_double_free_delayed(void)
         fail("without slot quarantine, the next allocation must reuse the slot just freed (the "
              "only free slot of its slab): got %p, freed %p",
              (void *)later[0], (void *)p);
-    free(launder(p)); /* frees later[0], which the program still believes live */
+    free(opaque(p)); /* frees later[0], which the program still believes live */
     report_off("SM_SLOT_QUARANTINE=0", "the freed slot was reused by the next allocation, so the "
                                        "delayed second free(p) freed that new object unreported");
 }
@@ -326,7 +315,7 @@ static void scenario_double_free_large_delayed(void)
             not_detected("a freed large object's address was handed out again while it should "
                          "be held in the large quarantine");
         expect_fatal_at(p);
-        free(launder(p));
+        free(opaque(p));
         not_detected("the second free of a large object held in quarantine returned");
     }
     if (!contains(later, K, p)) {
@@ -336,7 +325,7 @@ static void scenario_double_free_large_delayed(void)
                    "recently freed large addresses");
         return;
     }
-    free(launder(p)); /* frees the new object mapped at p's address */
+    free(opaque(p)); /* frees the new object mapped at p's address */
     report_off("SM_LARGE_QUARANTINE=0", "the freed mapping's address was reused by a later "
                                         "allocation, so the delayed second free(p) freed that "
                                         "new object unreported");
@@ -345,7 +334,7 @@ static void scenario_double_free_large_delayed(void)
 static void invalid_free(char *p, size_t offset)
 {
     expect_fatal_at(p + offset);
-    free(launder(p + offset));
+    free(opaque(p + offset));
     not_detected("free of a pointer %zu bytes into an object returned", offset);
 }
 
@@ -375,7 +364,7 @@ static void scenario_invalid_free_stack(void)
     memset(local, 1, sizeof(local));
     free(xmalloc(16)); /* the heap exists: the pointer is looked up, not merely rejected */
     expect_fatal_at(local);
-    free(launder(local));
+    free(opaque(local));
     not_detected("free of a stack address returned");
 }
 
@@ -387,7 +376,7 @@ static void scenario_invalid_free_foreign_mmap(void)
     if (page == MAP_FAILED)
         broken("mmap of one page failed");
     expect_fatal_at(page);
-    free(launder(page));
+    free(opaque(page));
     not_detected("free of a page StarMalloc never mapped returned");
 }
 
@@ -396,7 +385,7 @@ static void scenario_invalid_free_wild(void)
     free(xmalloc(16));
     char *wild = (char *)(uintptr_t)0x10000; /* nobody's memory */
     expect_fatal_at(wild);
-    free(launder(wild));
+    free(opaque(wild));
     not_detected("free of a wild pointer returned");
 }
 
@@ -407,7 +396,7 @@ static void scenario_realloc_freed_small(void)
     char *p = xmalloc(100);
     free(p);
     expect_fatal_at(p);
-    void *q = realloc(launder(p), launder_size(200));
+    void *q = realloc(opaque(p), opaque_size(200));
     not_detected("realloc of a freed small object returned %p", q);
 }
 
@@ -416,7 +405,7 @@ static void scenario_realloc_freed_large(void)
     char *p = xmalloc(MiB);
     free(p);
     expect_fatal_at(p);
-    void *q = realloc(launder(p), launder_size(2 * MiB));
+    void *q = realloc(opaque(p), opaque_size(2 * MiB));
     not_detected("realloc of a freed large object returned %p", q);
 }
 
@@ -426,7 +415,7 @@ static void scenario_realloc_invalid(void)
     memset(local, 1, sizeof(local));
     free(xmalloc(16));
     expect_fatal_at(local);
-    void *q = realloc(launder(local), launder_size(100));
+    void *q = realloc(opaque(local), opaque_size(100));
     not_detected("realloc of a stack address returned %p", q);
 }
 
@@ -435,7 +424,7 @@ static void scenario_usable_size_freed_small(void)
     char *p = xmalloc(100);
     free(p);
     expect_fatal_at(p);
-    size_t n = malloc_usable_size(launder(p));
+    size_t n = malloc_usable_size(opaque(p));
     not_detected("malloc_usable_size of a freed small object returned %zu", n);
 }
 
@@ -444,7 +433,7 @@ static void scenario_usable_size_freed_large(void)
     char *p = xmalloc(MiB);
     free(p);
     expect_fatal_at(p);
-    size_t n = malloc_usable_size(launder(p));
+    size_t n = malloc_usable_size(opaque(p));
     not_detected("malloc_usable_size of a freed large object returned %zu", n);
 }
 
@@ -454,7 +443,7 @@ static void scenario_usable_size_invalid(void)
     memset(local, 1, sizeof(local));
     free(xmalloc(16));
     expect_fatal_at(local);
-    size_t n = malloc_usable_size(launder(local));
+    size_t n = malloc_usable_size(opaque(local));
     not_detected("malloc_usable_size of a stack address returned %zu", n);
 }
 
@@ -474,20 +463,20 @@ static void overflow_then(size_t bytes, unsigned char value, bool by_realloc)
 {
     struct geometry g;
     char *p = overflow_victim(&g);
-    volatile char *v = (volatile char *)launder(p);
+    volatile char *v = (volatile char *)opaque(p);
     for (size_t i = 0; i < bytes; i++)
         v[g.request + i] = (char)value;
     if (SM_CANARIES) {
         expect_fatal_at(p);
         if (by_realloc) {
-            void *q = realloc(p, launder_size(4 * g.request));
+            void *q = realloc(p, opaque_size(4 * g.request));
             not_detected("realloc after a %zu-byte overflow into the canary returned %p", bytes, q);
         }
         free(p);
         not_detected("free after a %zu-byte overflow into the canary returned", bytes);
     }
     if (by_realloc) {
-        char *q = realloc(p, launder_size(4 * g.request));
+        char *q = realloc(p, opaque_size(4 * g.request));
         if (!q)
             broken("realloc failed");
         if (memcmp(q, "xxxxxxxx", 8) != 0)
@@ -523,7 +512,7 @@ static void scenario_overflow_nul_byte_not_detected(void)
 {
     struct geometry g;
     char *p = overflow_victim(&g);
-    volatile char *v = (volatile char *)launder(p);
+    volatile char *v = (volatile char *)opaque(p);
     v[g.request] = '\0';
     if (malloc_usable_size(p) != g.slot_size - CANARY_BYTES)
         fail("malloc_usable_size changed after a NUL byte past the request");
@@ -557,7 +546,7 @@ static void scenario_guard_slab_overflow(void)
                slabs);
     char *victim = objects[n - 1]; /* the run's last slot */
     char *run_end = first + slabs * g.slab_bytes;
-    volatile char *v = (volatile char *)launder(victim);
+    volatile char *v = (volatile char *)opaque(victim);
     size_t reach = (size_t)(run_end - victim); /* bytes up to the next slab */
     if (SM_GUARD_INTERVAL) {
         check_no_guard_failures();
@@ -574,7 +563,7 @@ static void scenario_guard_slab_overflow(void)
     if (neighbour != first + g.slab_bytes)
         broken("the second slab does not follow the first");
     memset(neighbour, 'n', g.request);
-    v = (volatile char *)launder(objects[g.slots - 1]);
+    v = (volatile char *)opaque(objects[g.slots - 1]);
     reach = (size_t)(neighbour - objects[g.slots - 1]);
     for (size_t i = g.request; i <= reach; i++)
         v[i] = 'G';
@@ -596,7 +585,7 @@ static void large_guard(bool overflow)
     if (malloc_usable_size(p) != rounded)
         fail("malloc_usable_size of a %d-byte large object is %zu, not %zu", LARGE_SIZE,
              malloc_usable_size(p), rounded);
-    volatile char *v = (volatile char *)launder(p);
+    volatile char *v = (volatile char *)opaque(p);
     if (SM_LARGE_GUARDS) {
         check_no_guard_failures();
         v[rounded - 1] = 'L'; /* the object's last usable byte is writable */
@@ -622,11 +611,11 @@ static void large_guard(bool overflow)
         return;
     }
     if (overflow) {
-        ((volatile char *)launder(low))[rounded] = 'X';
+        ((volatile char *)opaque(low))[rounded] = 'X';
         if (high[0] != 'X')
             fail("an overflow past a large object did not land in the adjacent one");
     } else {
-        ((volatile char *)launder(high))[-1] = 'X';
+        ((volatile char *)opaque(high))[-1] = 'X';
         if (low[rounded - 1] != 'X')
             fail("an underflow before a large object did not land in the adjacent one");
     }
@@ -657,7 +646,7 @@ static void large_use_after_free(bool write)
     free(p);
     char *q = xmalloc(size);
     memset(q, 'q', size);
-    volatile char *stale = (volatile char *)launder(p);
+    volatile char *stale = (volatile char *)opaque(p);
     if (SM_LARGE_QUARANTINE) {
         if (q == p)
             not_detected("the freed large object's address was handed out again at once: it "
@@ -767,7 +756,7 @@ static void slab_use_after_free(bool write)
     size_t again = second_round_too ? n : 0;
     for (size_t i = 0; i < again; i++)
         second_round[i] = xmalloc(g.request);
-    volatile char *stale = (volatile char *)launder(victim);
+    volatile char *stale = (volatile char *)opaque(victim);
     if (SM_SLAB_QUARANTINE) {
         if (contains(second_round, again, victim))
             not_detected("a slot of the first of %zu emptied slabs was handed out again by the "
@@ -820,7 +809,7 @@ static void scenario_write_after_free_small(void)
     fill_one_slab(&g, pins);
     char *p = pins[0];
     free(p);
-    ((volatile char *)launder(p))[0] = 'W';
+    ((volatile char *)opaque(p))[0] = 'W';
     if (SM_WRITE_AFTER_FREE_CHECK)
         expect_fatal_at(p);
     for (long i = 0; i < 200000; i++) {
@@ -851,7 +840,7 @@ static void scenario_read_after_free_small(void)
     char *p = pins[0];
     memset(p, 0xa5, g.request);
     free(p);
-    volatile unsigned char *stale = (volatile unsigned char *)launder(p);
+    volatile unsigned char *stale = (volatile unsigned char *)opaque(p);
     for (size_t i = 0; i < g.request; i++) {
         unsigned expected = SM_ZERO_ON_FREE ? 0 : 0xa5;
         if (stale[i] != expected)

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "splitmix.h"
+
 #include "starmalloc.h"
 
 extern char **environ;
@@ -70,14 +72,6 @@ __attribute__((noreturn)) static void die(const char *who, const char *what)
     say(what);
     say("\n");
     abort();
-}
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 static size_t random_size(uint64_t *rng)

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "splitmix.h"
+
 #include "starmalloc.h"
 
 enum {
@@ -91,14 +93,6 @@ static void fail(const char *fmt, ...)
 }
 
 /* ---- PRNG and patterns ------------------------------------------------------------------ */
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static uint64_t rnd(struct worker *w)
 {

@@ -96,8 +96,10 @@ __attribute__((target("avx2"))) static void zero_avx2(char *p, size_t bytes)
 }
 
 /* Streaming (non-temporal) stores: the lines go to memory without being read first or kept
- * in the cache, which for memory nobody reads soon is about 2.5 times faster than memset
- * here (26 against 10 GB/s). p 16-byte aligned, bytes a multiple of 64. */
+ * in the cache. A loop that zeroes the same buffer again and again favours memset (it stays
+ * in the cache), but for freed memory nobody reads soon the cache is the cost: the `large`
+ * workload of the light preset takes 0.95 s with these stores and 2.0 s with memset.
+ * p 16-byte aligned, bytes a multiple of 64. */
 static void zero_streaming(char *p, size_t bytes)
 {
     const __m128i zero = _mm_setzero_si128();

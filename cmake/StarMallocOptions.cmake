@@ -11,14 +11,6 @@ if(NOT STARMALLOC_ARENAS MATCHES "^[0-9]+$" OR STARMALLOC_ARENAS LESS 1 OR STARM
   message(FATAL_ERROR "STARMALLOC_ARENAS='${STARMALLOC_ARENAS}': must be a whole number from 1 to 256")
 endif()
 
-option(STARMALLOC_LARGE_HUGE_PAGES
-       "Back large objects of 2 MiB and more with transparent huge pages (MADV_HUGEPAGE)" ON)
-if(STARMALLOC_LARGE_HUGE_PAGES)
-  set(SM_LARGE_HUGE_PAGES 1)
-else()
-  set(SM_LARGE_HUGE_PAGES 0)
-endif()
-
 set(_sm_presets none light default paranoid)
 if(NOT STARMALLOC_HARDENING IN_LIST _sm_presets)
   message(FATAL_ERROR "STARMALLOC_HARDENING='${STARMALLOC_HARDENING}': must be one of none, light, default, paranoid")
@@ -78,6 +70,26 @@ endforeach()
 if(SM_POLICY_WRITE_AFTER_FREE_CHECK AND NOT SM_POLICY_ZERO_ON_FREE)
   message(FATAL_ERROR "STARMALLOC_WRITE_AFTER_FREE_CHECK=1 needs STARMALLOC_ZERO_ON_FREE=1 "
                       "(the check verifies that a freed slot is still zero)")
+endif()
+
+# Tuning, not a policy: large objects of 2 MiB and more ask for transparent huge pages. Empty
+# means the preset's choice: on where freed large objects are zeroed or decommitted (every
+# reuse then faults or zeroes pages), off in `none`, which reuses them with their pages.
+set(STARMALLOC_LARGE_HUGE_PAGES "" CACHE STRING
+    "Back large objects of 2 MiB and more with transparent huge pages: ON, OFF or empty (ON except in the none preset)")
+if(STARMALLOC_LARGE_HUGE_PAGES STREQUAL "")
+  if(STARMALLOC_HARDENING STREQUAL "none")
+    set(SM_LARGE_HUGE_PAGES 0)
+  else()
+    set(SM_LARGE_HUGE_PAGES 1)
+  endif()
+elseif(STARMALLOC_LARGE_HUGE_PAGES MATCHES "^(ON|1)$")
+  set(SM_LARGE_HUGE_PAGES 1)
+elseif(STARMALLOC_LARGE_HUGE_PAGES MATCHES "^(OFF|0)$")
+  set(SM_LARGE_HUGE_PAGES 0)
+else()
+  message(FATAL_ERROR "STARMALLOC_LARGE_HUGE_PAGES='${STARMALLOC_LARGE_HUGE_PAGES}': must be ON, OFF "
+                      "or empty (ON except in the none preset)")
 endif()
 
 if(STARMALLOC_HARDENING STREQUAL "none")

@@ -204,6 +204,8 @@ static bool map_object_unadvised(size_t usable, size_t align, struct sm_avl_entr
     return true;
 }
 
+/* Maps an object (map_object_unadvised), huge-page aligned and advised when it is large
+ * enough (object_align). */
 static bool map_object(size_t usable, size_t align, struct sm_avl_entry *entry)
 {
     if (!map_object_unadvised(usable, object_align(usable, align), entry))

@@ -31,6 +31,8 @@
 #include "starmalloc/hardening.h"
 #include "starmalloc/sizeclass.h"
 
+#include "child.h"
+
 /* The start of the slab region: class region 0 (arena 0, class 0). Set by the setup. */
 static char *region_base;
 
@@ -101,72 +103,17 @@ static int compare_pointers(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Prepares a forked child: default signal dispositions (cmocka catches some signals to
- * report a crashed test, which must not happen in a child), no core dump, and a deadline. */
-static void child_setup(void)
-{
-    static const int signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGALRM};
-    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
-        signal(signals[i], SIG_DFL);
-    struct rlimit no_core = {0, 0};
-    setrlimit(RLIMIT_CORE, &no_core);
-    alarm(10); /* a deadlock becomes SIGALRM */
-}
-
-static int wait_child(pid_t pid)
-{
-    int status;
-    assert_true(pid > 0);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
-}
-
-/* Runs what(arg) in a forked child whose stderr (a SOCK_SEQPACKET socket: one message per
- * write(2)) is captured into out; returns the wait status. */
-static int run_in_child(void (*what)(void *), void *arg, char *out, size_t out_size,
-                        unsigned *writes)
-{
-    int fds[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        child_setup();
-        close(fds[0]);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[1]);
-        what(arg);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t len = 0;
-    *writes = 0;
-    for (;;) {
-        ssize_t n = recv(fds[0], out + len, out_size - 1 - len, 0);
-        assert_true(n >= 0);
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        ++*writes;
-    }
-    out[len] = '\0';
-    close(fds[0]);
-    return wait_child(pid);
-}
-
 /* Asserts that what(p) aborts after writing exactly "starmalloc: fatal: <message> at <p>\n"
  * in one write. */
 static void assert_fatal(void (*what)(void *), void *p, const char *message)
 {
-    char out[512];
-    unsigned writes;
-    int status = run_in_child(what, p, out, sizeof(out), &writes);
+    struct captured_stderr out;
+    int status = run_in_child(what, p, &out);
     char expected[256];
     snprintf(expected, sizeof(expected), "starmalloc: fatal: %s at 0x%" PRIxPTR "\n", message,
              (uintptr_t)p);
-    assert_string_equal(out, expected);
-    assert_int_equal(writes, 1);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGABRT);
+    assert_child_wrote_once(&out, expected);
+    assert_child_aborted(status);
 }
 
 static void free_in_child(void *p)

@@ -21,77 +21,7 @@
 #include "starmalloc/config.h"
 #include "starmalloc/hardening.h"
 
-/* ---- capturing stderr ------------------------------------------------------------------- */
-
-enum { MAX_MESSAGES = 8, MAX_MESSAGE = 1024 };
-
-/* What a piece of code wrote to stderr, one entry per write(2). */
-struct captured {
-    unsigned count;
-    size_t length[MAX_MESSAGES];
-    char text[MAX_MESSAGES][MAX_MESSAGE + 1];
-};
-
-static void open_capture(int fds[2])
-{
-    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds), 0);
-}
-
-/* Reads every message until the writing side is closed. */
-static void read_capture(int fd, struct captured *out)
-{
-    memset(out, 0, sizeof(*out));
-    for (;;) {
-        char buf[MAX_MESSAGE + 1];
-        ssize_t n = recv(fd, buf, sizeof(buf), 0);
-        assert_true(n >= 0);
-        if (n == 0)
-            break;
-        assert_true(out->count < MAX_MESSAGES);
-        memcpy(out->text[out->count], buf, (size_t)n);
-        out->length[out->count++] = (size_t)n;
-    }
-}
-
-/* Runs what(arg) in a forked child whose stderr is captured; returns the wait status. */
-static int run_in_child(void (*what)(const void *), const void *arg, struct captured *out)
-{
-    int fds[2];
-    open_capture(fds);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* Default dispositions (cmocka catches some signals) and no core dump. */
-        signal(SIGABRT, SIG_DFL);
-        signal(SIGSEGV, SIG_DFL);
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        close(fds[0]);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[1]);
-        what(arg);
-        _exit(0);
-    }
-    close(fds[1]);
-    read_capture(fds[0], out);
-    close(fds[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
-}
-
-static void assert_aborted(int status)
-{
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGABRT);
-}
-
-static void assert_one_message(const struct captured *c, const char *expected)
-{
-    assert_int_equal(c->count, 1);
-    assert_int_equal(c->length[0], strlen(expected));
-    assert_string_equal(c->text[0], expected);
-}
+#include "child.h"
 
 /* ---- sm_format_hex ---------------------------------------------------------------------- */
 
@@ -137,7 +67,7 @@ static void test_format_hex_fits_the_documented_buffer(void **state)
 
 /* ---- sm_fatal --------------------------------------------------------------------------- */
 
-static void fatal_double_free(const void *arg)
+static void fatal_double_free(void *arg)
 {
     (void)arg;
     sm_fatal("double free", (const void *)(uintptr_t)0x1234);
@@ -146,13 +76,13 @@ static void fatal_double_free(const void *arg)
 static void test_fatal_writes_one_line_and_aborts(void **state)
 {
     (void)state;
-    struct captured out;
+    struct captured_stderr out;
     int status = run_in_child(fatal_double_free, NULL, &out);
-    assert_aborted(status);
-    assert_one_message(&out, "starmalloc: fatal: double free at 0x1234\n");
+    assert_child_aborted(status);
+    assert_child_wrote_once(&out, "starmalloc: fatal: double free at 0x1234\n");
 }
 
-static void fatal_with_address(const void *arg)
+static void fatal_with_address(void *arg)
 {
     sm_fatal("invalid free", arg);
 }
@@ -160,17 +90,17 @@ static void fatal_with_address(const void *arg)
 static void test_fatal_formats_any_address(void **state)
 {
     (void)state;
-    struct captured out;
-    assert_aborted(run_in_child(fatal_with_address, NULL, &out));
-    assert_one_message(&out, "starmalloc: fatal: invalid free at 0x0\n");
+    struct captured_stderr out;
+    assert_child_aborted(run_in_child(fatal_with_address, NULL, &out));
+    assert_child_wrote_once(&out, "starmalloc: fatal: invalid free at 0x0\n");
 
-    assert_aborted(run_in_child(fatal_with_address, (const void *)UINTPTR_MAX, &out));
-    assert_one_message(&out, sizeof(uintptr_t) == 8
-                                 ? "starmalloc: fatal: invalid free at 0xffffffffffffffff\n"
-                                 : "starmalloc: fatal: invalid free at 0xffffffff\n");
+    assert_child_aborted(run_in_child(fatal_with_address, (void *)UINTPTR_MAX, &out));
+    assert_child_wrote_once(&out, sizeof(uintptr_t) == 8
+                                      ? "starmalloc: fatal: invalid free at 0xffffffffffffffff\n"
+                                      : "starmalloc: fatal: invalid free at 0xffffffff\n");
 }
 
-static void fatal_long_description(const void *arg)
+static void fatal_long_description(void *arg)
 {
     (void)arg;
     char what[1000];
@@ -184,8 +114,8 @@ static void test_fatal_truncates_an_overlong_description(void **state)
     (void)state;
     /* The line is built in a fixed buffer (no allocation): a huge description is cut, but it
      * is still one line, in one write, ending in a newline. */
-    struct captured out;
-    assert_aborted(run_in_child(fatal_long_description, NULL, &out));
+    struct captured_stderr out;
+    assert_child_aborted(run_in_child(fatal_long_description, NULL, &out));
     assert_int_equal(out.count, 1);
     assert_true(out.length[0] > strlen("starmalloc: fatal: "));
     assert_true(out.length[0] < 1000);
@@ -200,7 +130,7 @@ static void test_warn_writes_one_line_and_returns(void **state)
 {
     (void)state;
     int fds[2];
-    open_capture(fds);
+    capture_open(fds);
     int saved_stderr = dup(STDERR_FILENO);
     assert_true(saved_stderr >= 0);
     assert_int_equal(dup2(fds[1], STDERR_FILENO), STDERR_FILENO);
@@ -210,8 +140,8 @@ static void test_warn_writes_one_line_and_returns(void **state)
     close(saved_stderr);
     close(fds[1]);
 
-    struct captured out;
-    read_capture(fds[0], &out);
+    struct captured_stderr out;
+    capture_read(fds[0], &out);
     close(fds[0]);
     assert_int_equal(out.count, 2);
     assert_string_equal(out.text[0], "starmalloc: warning: guard pages could not be installed\n");
@@ -361,7 +291,7 @@ static void test_free_then_alloc_round_trip(void **state)
     assert_true(sm_harden_canary_intact(t.bytes, SLOT, SECRET_B));
 }
 
-static void write_after_free(const void *arg)
+static void write_after_free(void *arg)
 {
     unsigned char *slot = (unsigned char *)(uintptr_t)arg;
     slot[40] = 1; /* a freed (zeroed) slot, written to through a dangling pointer */
@@ -373,24 +303,24 @@ static void test_write_after_free_is_detected_on_reuse(void **state)
     (void)state;
     struct test_slot t;
     init_slot(&t, 0);
-    struct captured out;
+    struct captured_stderr out;
     int status = run_in_child(write_after_free, t.bytes, &out);
     if (!SM_WRITE_AFTER_FREE_CHECK) {
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         assert_int_equal(out.count, 0);
         return;
     }
-    assert_aborted(status);
+    assert_child_aborted(status);
     char expected[128];
     char hex[20];
     sm_format_hex(hex, (uintptr_t)t.bytes);
     snprintf(expected, sizeof(expected), "starmalloc: fatal: write after free at %s\n", hex);
-    assert_one_message(&out, expected);
+    assert_child_wrote_once(&out, expected);
 }
 
 /* ---- guard failures --------------------------------------------------------------------- */
 
-static void two_guard_failures(const void *arg)
+static void two_guard_failures(void *arg)
 {
     (void)arg;
     uint64_t before = sm_harden_guard_failures();
@@ -402,11 +332,11 @@ static void two_guard_failures(const void *arg)
 static void test_guard_failures_are_counted_and_reported_once(void **state)
 {
     (void)state;
-    struct captured out;
+    struct captured_stderr out;
     int status = run_in_child(two_guard_failures, NULL, &out);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0); /* counted from 0 to 2 */
-    assert_one_message(&out, "starmalloc: warning: guard page refused\n");
+    assert_child_wrote_once(&out, "starmalloc: warning: guard page refused\n");
 }
 
 /* ---- randomness ------------------------------------------------------------------------- */

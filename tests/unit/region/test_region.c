@@ -22,6 +22,7 @@
 
 #include "starmalloc/config.h"
 #include "starmalloc/region.h"
+#include "child.h"
 #include "vma_flags.h"
 
 #define KiB ((size_t)1024)
@@ -32,17 +33,6 @@ enum { PAGE = SM_PAGE_SIZE };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-/* Prepares a forked child: default signal dispositions (cmocka catches SIGSEGV to report a
- * crashed test, which must not happen in the child) and no core dumps. */
-static void child_setup(void)
-{
-    static const int signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
-    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
-        signal(signals[i], SIG_DFL);
-    struct rlimit no_core = {0, 0};
-    setrlimit(RLIMIT_CORE, &no_core);
-}
-
 /* A failed check in a child: report the line on stderr and exit with status 1. */
 #define CHILD_CHECK(cond)                                                                          \
     do {                                                                                           \
@@ -51,14 +41,6 @@ static void child_setup(void)
             _exit(1);                                                                              \
         }                                                                                          \
     } while (0)
-
-static int wait_child(pid_t pid)
-{
-    int status;
-    assert_true(pid > 0);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
-}
 
 static void assert_exited_cleanly(int status)
 {

@@ -1,6 +1,6 @@
 /* tests/common/vma_flags.h: what the kernel says about the mapping that holds an address.
  *
- * Header-only test helper (static functions): reads /proc/self/smaps with stdio, so it may
+ * Header-only test helper (static inline functions): reads /proc/self/smaps with stdio, so it may
  * allocate; call it from test code, never from inside the allocator. */
 #ifndef STARMALLOC_TESTS_VMA_FLAGS_H
 #define STARMALLOC_TESTS_VMA_FLAGS_H
@@ -13,7 +13,7 @@
 
 /* Whether the mapping that holds `addr` carries the two-letter VmFlags entry `flag` (e.g.
  * "hg": MADV_HUGEPAGE given). False when no mapping holds addr or smaps cannot be read. */
-static bool vma_has_flag(const void *addr, const char *flag)
+static inline bool vma_has_flag(const void *addr, const char *flag)
 {
     FILE *smaps = fopen("/proc/self/smaps", "r");
     if (!smaps)
@@ -39,7 +39,7 @@ static bool vma_has_flag(const void *addr, const char *flag)
 }
 
 /* Whether this kernel has transparent huge pages (so that MADV_HUGEPAGE is accepted). */
-static bool kernel_has_thp(void)
+static inline bool kernel_has_thp(void)
 {
     return access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
 }

@@ -409,6 +409,35 @@ static void free_to_owner(void *p)
     sm_lock_release(&ref.owner->lock);
 }
 
+/* A validated, deferred slot joins the freeing thread's cache: with slot quarantine, the
+ * gathered freed slots on their way to the quarantine; without, the ready stack when it is
+ * the thread's own arena's slot, else the slots on their way back to their slabs. */
+static inline void cache_freed_slot(struct cache_bin *bin, void *p, struct sm_slab *slab,
+                                    const struct sm_slot_ref *ref)
+{
+    if (SM_SLOT_QUARANTINE) {
+        /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
+        add_pending(bin, p, ref);
+        if (bin->pending == bin->pending_capacity)
+            flush_pending(bin);
+        return;
+    }
+    if (__builtin_expect(ref->owner != bin->home, 0)) {
+        /* Another arena's slot goes back to its slab (in batches), not to this thread: a
+         * thread that reused the slots other threads hand it would share their slabs'
+         * metadata, and often their cache lines, with them. */
+        add_pending(bin, p, ref);
+        if (bin->pending == bin->pending_capacity)
+            flush_remote(bin);
+        return;
+    }
+    if (__builtin_expect(bin->count == bin->capacity, 0)) {
+        push_to_full_bin(bin, p, slab, ref->slot); /* a tail call keeps the fast path lean */
+        return;
+    }
+    push_ready(bin, p, slab, ref->slot);
+}
+
 /* A free before this thread has a cache (its first call) or once it has none. */
 static __attribute__((noinline)) void free_without_cache(void *p)
 {
@@ -419,11 +448,7 @@ static __attribute__((noinline)) void free_without_cache(void *p)
     }
     struct sm_slot_ref ref;
     sm_arena_locate_trusted(p, &ref);
-    struct cache_bin *bin = &cache->bins[ref.owner->class_index];
-    if (SM_SLOT_QUARANTINE)
-        add_pending(bin, p, &ref); /* the cache is new: room is certain */
-    else
-        push_ready(bin, p, &ref.owner->slabs[ref.slab], ref.slot);
+    cache_freed_slot(&cache->bins[ref.owner->class_index], p, &ref.owner->slabs[ref.slab], &ref);
 }
 
 void sm_arena_free_cached(void *p)
@@ -443,28 +468,7 @@ void sm_arena_free_cached(void *p)
         free_without_cache(p);
         return;
     }
-    struct cache_bin *bin = &cache->bins[ref.owner->class_index];
-    if (SM_SLOT_QUARANTINE) {
-        /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
-        add_pending(bin, p, &ref);
-        if (bin->pending == bin->pending_capacity)
-            flush_pending(bin);
-        return;
-    }
-    if (__builtin_expect(ref.owner != bin->home, 0)) {
-        /* Another arena's slot goes back to its slab (in batches), not to this thread: a
-         * thread that reused the slots other threads hand it would share their slabs'
-         * metadata, and often their cache lines, with them. */
-        add_pending(bin, p, &ref);
-        if (bin->pending == bin->pending_capacity)
-            flush_remote(bin);
-        return;
-    }
-    if (__builtin_expect(bin->count == bin->capacity, 0)) {
-        push_to_full_bin(bin, p, slab, ref.slot); /* a tail call keeps the fast path lean */
-        return;
-    }
-    push_ready(bin, p, slab, ref.slot);
+    cache_freed_slot(&cache->bins[ref.owner->class_index], p, slab, &ref);
 }
 
 void sm_arena_flush_thread_cache(void)

@@ -20,21 +20,25 @@ static uint64_t *canary_location(const void *slot, size_t slot_size)
     return (uint64_t *)(void *)((char *)slot + slot_size - SM_CANARY_BYTES);
 }
 
+static void set_canary(void *slot, size_t slot_size, uint64_t secret)
+{
+    if (SM_CANARIES)
+        *canary_location(slot, slot_size) = canary_value((char *)slot + slot_size, secret);
+}
+
 int sm_harden_on_alloc(void *slot, size_t slot_size, uint64_t secret)
 {
     /* Freed slots were zeroed, canary included, and fresh slabs come zeroed from the kernel:
      * any non-zero byte was written after free. */
     if (SM_WRITE_AFTER_FREE_CHECK && sm_bytes_any_nonzero(slot, slot_size))
         sm_fatal("write after free", slot);
-    if (SM_CANARIES)
-        *canary_location(slot, slot_size) = canary_value((char *)slot + slot_size, secret);
+    set_canary(slot, slot_size, secret);
     return SM_ZERO_ON_FREE ? 1 : 0;
 }
 
 int sm_harden_on_alloc_fresh(void *slot, size_t slot_size, uint64_t secret)
 {
-    if (SM_CANARIES)
-        *canary_location(slot, slot_size) = canary_value((char *)slot + slot_size, secret);
+    set_canary(slot, slot_size, secret);
     return 1;
 }
 

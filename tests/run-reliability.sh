@@ -3,7 +3,7 @@
 #
 # The reliability stage of CI (docs/reliability.md), on a clean Debian machine:
 #   presets    every hardening preset (none, light, default, paranoid) built in Release with only
-#              the targets needed; `ctest -L reliability` and stress_threads in each
+#              the targets needed; `ctest -L '^(reliability|abi)$'` and stress_threads in each
 #   asan       clang, AddressSanitizer + UndefinedBehaviorSanitizer: the libraries' unit tests,
 #              the prefixed ABI tests, the concurrency test and the fuzz corpus replay
 #   fuzz       the libFuzzer harness for $STARMALLOC_FUZZ_SECONDS (default 60) seconds, from the

@@ -510,21 +510,17 @@ void *sm_large_grow(void *p, size_t size)
     sm_lock_release(&large.lock);
     if (!found || usable <= old.size)
         return NULL;
-    /* A new place with fresh guards; the pages move there without being copied. */
-    size_t before = guard_bytes();
-    size_t after = guard_bytes();
-    if (usable > SIZE_MAX - before - after)
+    /* A new place with fresh guards, huge-page aligned when the object is large enough; the
+     * pages move there without being copied. */
+    struct sm_avl_entry moved;
+    if (!reserve_guarded(usable, object_align(usable, SM_PAGE_SIZE), guard_bytes(), guard_bytes(),
+                         &moved))
         return NULL;
-    size_t total = usable + before + after;
-    char *base = sm_region_reserve(total, SM_PAGE_SIZE);
-    if (!base)
-        return NULL;
-    struct sm_avl_entry moved = {(uintptr_t)base + before, usable, (uintptr_t)base, total};
     /* The move and the map's update under one lock: once mremap has moved the pages, the old
      * range is free for any new mapping, and a new object there must not find the old
      * record still in the map (its insertion would fail as a duplicate). */
     sm_lock_acquire(&large.lock);
-    bool moved_ok = sm_region_move((void *)old.addr, old.size, base + before, usable);
+    bool moved_ok = sm_region_move((void *)old.addr, old.size, (void *)moved.addr, usable);
     if (moved_ok) {
         /* The removal frees a node, so the insertion cannot run out of memory. */
         sm_avl_remove(&large.map, old.addr, NULL);

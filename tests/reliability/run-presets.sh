@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # tests/reliability/run-presets.sh <build-prefix> [preset...]
 #
-# The reliability programs and the thread stress test for every hardening preset (default: none
-# light default paranoid). Each preset gets its own Release build in <build-prefix>/<preset>,
-# which builds only the targets these tests need, then runs `ctest -L reliability` and
-# stress_threads there. Every preset runs even when an earlier one fails; the script fails at the
+# The reliability programs, the ABI tests and the thread stress test for every hardening preset
+# (default: none light default paranoid). Each preset gets its own Release build in
+# <build-prefix>/<preset>, which builds only the targets these tests need, then runs
+# `ctest -L 'reliability|abi'` and stress_threads there. Every preset runs even when an earlier one fails; the script fails at the
 # end naming those that did. Build trees are kept, so a rerun only rebuilds what changed.
 # Environment: CC/CXX choose the compilers (default: cmake's), JOBS the build parallelism.
 set -euo pipefail
@@ -22,7 +22,7 @@ jobs="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
 mkdir -p "$prefix"
 targets=(starmalloc stress_threads rel_oom rel_mapcount rel_thread_churn rel_spawn rel_concurrency
-         rel_fuzz_replay)
+         rel_fuzz_replay test_abi_prefixed test_abi_override abi_fatal_prefixed abi_fatal_override)
 failed=()
 
 for preset in "${presets[@]}"; do
@@ -41,8 +41,8 @@ for preset in "${presets[@]}"; do
         failed+=("$preset (build)")
         continue
     fi
-    if ! (cd "$dir" && ctest -L reliability --output-on-failure -j "$jobs"); then
-        failed+=("$preset (reliability tests)")
+    if ! (cd "$dir" && ctest -L '^(reliability|abi)$' --output-on-failure -j "$jobs"); then
+        failed+=("$preset (reliability and ABI tests)")
     fi
     # The stress test's own ctest run (label stress) is longer; here it runs with a
     # preset-specific seed so the matrix covers different interleavings.

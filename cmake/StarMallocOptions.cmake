@@ -92,6 +92,18 @@ else()
                       "or empty (ON except in the none preset)")
 endif()
 
+# Not a policy: how guard slabs and quarantined slabs are made to trap. ON uses the kernel's
+# lightweight guard markers where it has them (Linux 6.13+, not under strict overcommit) and
+# PROT_NONE mappings elsewhere; OFF always uses PROT_NONE mappings. Same protection either way.
+option(STARMALLOC_GUARD_MARKERS
+       "Guard and quarantine slabs with lightweight guard markers (madvise MADV_GUARD_INSTALL) where the kernel has them"
+       ON)
+if(STARMALLOC_GUARD_MARKERS)
+  set(SM_GUARD_MARKERS 1)
+else()
+  set(SM_GUARD_MARKERS 0)
+endif()
+
 if(STARMALLOC_HARDENING STREQUAL "none")
   set(SM_HARDENING_LEVEL 0)
 elseif(STARMALLOC_HARDENING STREQUAL "light")

@@ -260,6 +260,8 @@ void starmalloc_stats_print(int fd)
     out_bytes(&o, st.large_bytes);
     out_str(&o, "\nguard failures: ");
     out_dec(&o, st.guard_failures, 0);
+    out_str(&o, sm_region_guard_markers() ? "\nslab guards: guard markers"
+                                          : "\nslab guards: PROT_NONE mappings");
     out_str(&o, "\ncommitted memory: ");
     out_bytes(&o, st.committed_bytes);
     out_str(&o, " now, ");

@@ -16,6 +16,7 @@ foreach(expected
         "\n   total +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+\n"
         "\nlarge objects: 10, 10485760 bytes \\(10.0 MiB\\)\n"
         "\nguard failures: 0\n"
+        "\nslab guards: (guard markers|PROT_NONE mappings)\n"
         "\ncommitted memory: [0-9]+ bytes \\([0-9.]+ [KMG]iB\\) now, [0-9]+ bytes \\([0-9.]+ [KMG]iB\\) at peak\n")
   if(NOT err MATCHES "${expected}")
     message(FATAL_ERROR "the statistics at exit lack '${expected}'")

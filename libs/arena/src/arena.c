@@ -65,19 +65,35 @@ static uint32_t next_guard_index(const struct sm_class_state *s, uint32_t index)
     return guard < s->max_slabs ? guard : s->max_slabs;
 }
 
-/* Commits fresh slab `index` and, while it costs nothing more, the next ones up to the
- * next guard slab. When the kernel refuses (commit charge, or vm.max_map_count because
- * guards split the mapping), retries one slab, then one slab merged with the guard before
- * it: the guard is lost, which is counted and reported, but allocation goes on. */
+/* Guards the guard slabs in the run [from, to) that commit_slabs just committed. */
+static void guard_committed_guards(const struct sm_class_state *s, uint32_t from, uint32_t to)
+{
+    for (uint32_t g = next_guard_index(s, from); g < to; g = next_guard_index(s, g + 1))
+        if (!sm_region_guard(slab_start(s, g), s->slab_bytes))
+            sm_harden_note_guard_failure("a guard slab could not be installed "
+                                         "(vm.max_map_count reached?)");
+}
+
+/* Commits fresh slab `index` and, while it costs nothing more, the next ones: up to the
+ * next guard slab, or with guard markers across guard slabs too (guarded at once by markers,
+ * so that the class region stays one mapping). When the kernel refuses
+ * (commit charge, or vm.max_map_count because guards split the mapping), retries one slab,
+ * then one slab merged with the guard before it: the guard is lost, which is counted and
+ * reported, but allocation goes on. */
 static bool commit_slabs(struct sm_class_state *s, uint32_t index)
 {
     uint32_t batch = (uint32_t)(SLAB_COMMIT_BYTES / s->slab_bytes);
-    uint32_t run_end = next_guard_index(s, index);
+    uint32_t run_end = sm_region_guard_markers() ? s->max_slabs : next_guard_index(s, index);
     if (batch == 0)
         batch = 1;
     if (batch > run_end - index)
         batch = run_end - index;
+    /* With markers a guard slab right after the run is committed (and guarded) with it, so
+     * that the run and the next one join into one mapping. */
+    if (sm_region_guard_markers() && index + batch < s->max_slabs && is_guard_index(index + batch))
+        batch++;
     if (sm_region_commit(slab_start(s, index), batch * s->slab_bytes)) {
+        guard_committed_guards(s, index, index + batch);
         s->slabs_committed = index + batch;
         return true;
     }
@@ -113,7 +129,8 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
         if (index >= s->meta_committed && !commit_metadata(s, index))
             return SM_SLAB_NIL;
         if (is_guard_index(index)) {
-            /* Never committed: the reservation's PROT_NONE is the guard, at no cost. */
+            /* Guarded by markers when committed with the slabs around it (commit_slabs);
+             * otherwise never committed: the reservation's PROT_NONE is the guard. */
             sm_slab_init(&s->slabs[index], s->info.slots);
             s->slabs[index].state = SM_SLAB_GUARD;
             __atomic_store_n(&s->fresh_next, index + 1, __ATOMIC_RELEASE);
@@ -127,14 +144,14 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
     }
 }
 
-/* Gives an empty slab's memory back to the kernel. With slab quarantine it is decommitted
- * (PROT_NONE: a read through a dangling pointer traps); without, it only loses its pages
- * (MADV_DONTNEED) and stays accessible, so taking it back needs no system call and the
- * class region does not split into a mapping per retired slab. */
+/* Gives an empty slab's memory back to the kernel. With slab quarantine it is guarded (a
+ * read through a dangling pointer traps; with guard markers the class region does not
+ * split into a mapping per retired slab); without, it only loses its pages (MADV_DONTNEED)
+ * and stays accessible, so taking it back needs no system call. */
 static bool give_back_slab(const struct sm_class_state *s, uint32_t index)
 {
     if (SM_SLAB_QUARANTINE)
-        return sm_region_decommit(slab_start(s, index), s->slab_bytes);
+        return sm_region_guard(slab_start(s, index), s->slab_bytes);
     return sm_region_purge(slab_start(s, index), s->slab_bytes);
 }
 
@@ -144,7 +161,7 @@ static bool take_back_slab(const struct sm_class_state *s, uint32_t index)
         sm_region_reuse_purged(s->slab_bytes);
         return true;
     }
-    if (!sm_region_commit(slab_start(s, index), s->slab_bytes))
+    if (!sm_region_unguard(slab_start(s, index), s->slab_bytes))
         return false;
     /* The write-after-free check reads each slot before the user writes it: without this,
      * each page would fault twice (a read maps the zero page, the write copies it). */

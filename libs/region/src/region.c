@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* mremap */
 #include "starmalloc/region.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -93,6 +94,78 @@ bool sm_region_decommit(void *addr, size_t bytes)
     if (p == MAP_FAILED)
         return false;
     count_uncommitted(bytes);
+    return true;
+}
+
+/* ---- guard markers ------------------------------------------------------------------ */
+
+/* madvise advice values of Linux 6.13, absent from older headers. */
+enum { ADVICE_GUARD_INSTALL = 102, ADVICE_GUARD_REMOVE = 103 };
+
+enum { MARKERS_UNKNOWN = 0, MARKERS_USABLE, MARKERS_UNUSABLE };
+static atomic_int markers_state;
+/* Set once an sm_region_guard fell back to a PROT_NONE mapping: from then on
+ * sm_region_unguard also restores the protection. */
+static atomic_bool guard_fell_back;
+
+/* Whether vm.overcommit_memory is 2 (strict), or cannot be read: then a range must be
+ * unmapped, not only emptied, to give its commit charge back. Plain system calls: this runs
+ * inside malloc. */
+static bool overcommit_may_be_strict(void)
+{
+    int fd = open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    char mode = '2';
+    ssize_t n = read(fd, &mode, 1);
+    close(fd);
+    return n != 1 || mode == '2';
+}
+
+/* Whether the kernel installs guard markers in a private anonymous mapping. */
+static bool kernel_has_markers(void)
+{
+    void *page =
+        mmap(NULL, SM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED)
+        return false;
+    bool ok = madvise(page, SM_PAGE_SIZE, ADVICE_GUARD_INSTALL) == 0;
+    munmap(page, SM_PAGE_SIZE);
+    return ok;
+}
+
+bool sm_region_guard_markers(void)
+{
+    int state = atomic_load_explicit(&markers_state, memory_order_relaxed);
+    if (state == MARKERS_UNKNOWN) {
+        /* Threads that probe at once reach the same answer. */
+        bool usable = SM_GUARD_MARKERS && !overcommit_may_be_strict() && kernel_has_markers();
+        state = usable ? MARKERS_USABLE : MARKERS_UNUSABLE;
+        atomic_store_explicit(&markers_state, state, memory_order_relaxed);
+    }
+    return state == MARKERS_USABLE;
+}
+
+bool sm_region_guard(void *addr, size_t bytes)
+{
+    if (sm_region_guard_markers() && madvise(addr, bytes, ADVICE_GUARD_INSTALL) == 0) {
+        count_uncommitted(bytes);
+        return true;
+    }
+    atomic_store_explicit(&guard_fell_back, true, memory_order_relaxed);
+    return sm_region_decommit(addr, bytes);
+}
+
+bool sm_region_unguard(void *addr, size_t bytes)
+{
+    /* On a range guarded by markers the mapping is read-write already and this changes
+     * nothing; on one that fell back it undoes the PROT_NONE. */
+    if (atomic_load_explicit(&guard_fell_back, memory_order_relaxed) &&
+        mprotect(addr, bytes, PROT_READ | PROT_WRITE) != 0)
+        return false;
+    if (sm_region_guard_markers())
+        (void)madvise(addr, bytes, ADVICE_GUARD_REMOVE); /* cannot fail where install worked */
+    count_committed(bytes);
     return true;
 }
 

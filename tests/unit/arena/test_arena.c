@@ -29,9 +29,11 @@
 #include "starmalloc/arena.h"
 #include "starmalloc/config.h"
 #include "starmalloc/hardening.h"
+#include "starmalloc/region.h"
 #include "starmalloc/sizeclass.h"
 
 #include "child.h"
+#include "vma_flags.h"
 
 /* The start of the slab region: class region 0 (arena 0, class 0). Set by the setup. */
 static char *region_base;
@@ -364,6 +366,12 @@ static void test_guard_slabs_hold_no_slots_and_fault(void **state)
         assert_int_equal(guards, s->fresh_next / (SM_GUARD_INTERVAL + 1));
     else
         assert_int_equal(guards, 0);
+    /* Guard markers keep the slabs one mapping; PROT_NONE guards split it at each guard. */
+    int mappings = mappings_overlapping(slab_start(s, 0), s->fresh_next * s->slab_bytes);
+    if (sm_region_guard_markers() || guards == 0)
+        assert_int_equal(mappings, 1);
+    else
+        assert_true(mappings >= (int)guards);
     for (size_t i = 0; i < n; i++)
         sm_arena_free(p[i]);
     free(p);

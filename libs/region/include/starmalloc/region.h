@@ -37,6 +37,25 @@ bool sm_region_commit(void *addr, size_t bytes);
  * is lost and they no longer count as committed. Returns false when the kernel refuses. */
 bool sm_region_decommit(void *addr, size_t bytes);
 
+/* Whether sm_region_guard uses lightweight guard markers (madvise MADV_GUARD_INSTALL, Linux
+ * 6.13 and later): built with SM_GUARD_MARKERS, supported by the kernel, and the system not
+ * under strict overcommit (vm.overcommit_memory = 2, where a guarded range would keep its
+ * commit charge). Probed at the first call; safe from any thread. */
+bool sm_region_guard_markers(void);
+
+/* Returns the pages of [addr, addr + bytes), a range of a read-write mapping, to the kernel
+ * and makes any access to it trap (SIGSEGV); it no longer counts as committed. With guard
+ * markers the mapping is not changed, so that guarded ranges neither split it nor count
+ * towards vm.max_map_count; otherwise, or when the kernel refuses the markers (a locked
+ * mapping), this is sm_region_decommit. Not for ranges advised MADV_HUGEPAGE: markers split
+ * the huge pages and keep the range on 4 KiB pages after sm_region_unguard. Returns false
+ * when the kernel refuses both ways. */
+bool sm_region_guard(void *addr, size_t bytes);
+
+/* Makes a range guarded by sm_region_guard readable and writable again, reading as zero, and
+ * counts it as committed. Returns false (nothing changed) when the kernel refuses. */
+bool sm_region_unguard(void *addr, size_t bytes);
+
 /* Returns the pages' memory to the kernel (MADV_DONTNEED) but leaves [addr, addr + bytes)
  * readable and writable: it reads as zero afterwards and takes memory again page by page as
  * it is touched. Cheaper than a decommit and a later commit (the mapping is not changed);

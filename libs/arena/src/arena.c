@@ -32,22 +32,38 @@ static char *slab_start(const struct sm_class_state *s, uint32_t index)
 
 /* ---- slabs: commit, guards, retirement ---------------------------------------------- */
 
+/* Commits the first `bytes` bytes of a metadata array (rounded up to whole pages: each array
+ * fills whole pages of the class's metadata reservation), of which *committed are already. */
+static bool commit_array(void *array, size_t *committed, size_t bytes)
+{
+    bytes = (bytes + SM_PAGE_SIZE - 1) & ~(size_t)(SM_PAGE_SIZE - 1);
+    if (bytes <= *committed)
+        return true;
+    if (!sm_region_commit((char *)array + *committed, bytes - *committed))
+        return false;
+    *committed = bytes;
+    return true;
+}
+
+/* Commits the metadata (struct sm_slab and allocated bytes) of the next chunk of slabs. */
 static bool commit_metadata(struct sm_class_state *s, uint32_t index)
 {
     const uint32_t per_chunk = META_COMMIT_BYTES / sizeof(struct sm_slab);
     uint32_t end = s->meta_committed + per_chunk;
     if (end > s->max_slabs)
         end = s->max_slabs;
-    /* max_slabs entries fill whole pages of the class's metadata reservation. */
-    size_t from = (size_t)s->meta_committed * sizeof(struct sm_slab);
-    size_t to =
-        ((size_t)end * sizeof(struct sm_slab) + SM_PAGE_SIZE - 1) & ~(size_t)(SM_PAGE_SIZE - 1);
-    if (!sm_region_commit((char *)s->slabs + from, to - from))
+    if (!commit_array(s->slabs, &s->slabs_bytes_committed, (size_t)end * sizeof(struct sm_slab)) ||
+        !commit_array(s->allocated_bytes, &s->allocated_bytes_committed,
+                      (size_t)end * s->info.slots))
         return false;
-    s->meta_committed = (uint32_t)(to / sizeof(struct sm_slab));
-    if (s->meta_committed > s->max_slabs)
-        s->meta_committed = s->max_slabs;
-    return index < s->meta_committed;
+    s->meta_committed = end;
+    return index < end;
+}
+
+/* Slab `index`'s allocated bytes. */
+static uint8_t *allocated_bytes_of(const struct sm_class_state *s, uint32_t index)
+{
+    return s->allocated_bytes + (size_t)index * s->info.slots;
 }
 
 static bool is_guard_index(uint32_t index)
@@ -113,7 +129,7 @@ static bool commit_slabs(struct sm_class_state *s, uint32_t index)
  * class region), so no dangling pointer can reach it and its slots are zero until claimed. */
 static void init_slab(struct sm_class_state *s, uint32_t index, bool fresh)
 {
-    sm_slab_init(&s->slabs[index], s->info.slots);
+    sm_slab_init(&s->slabs[index], s->info.slots, allocated_bytes_of(s, index));
     if (fresh)
         sm_slab_mark_fresh(&s->slabs[index]);
     if (SM_CANARIES)
@@ -131,7 +147,7 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
         if (is_guard_index(index)) {
             /* Guarded by markers when committed with the slabs around it (commit_slabs);
              * otherwise never committed: the reservation's PROT_NONE is the guard. */
-            sm_slab_init(&s->slabs[index], s->info.slots);
+            sm_slab_init(&s->slabs[index], s->info.slots, allocated_bytes_of(s, index));
             s->slabs[index].state = SM_SLAB_GUARD;
             __atomic_store_n(&s->fresh_next, index + 1, __ATOMIC_RELEASE);
             continue;
@@ -460,19 +476,17 @@ void sm_arena_free(void *p)
     struct sm_slab *slab = slab_with_slots(s, ref.slab);
     if (!slab)
         unlock_and_fail(s, "invalid free", p);
-    if (!sm_slab_slot_allocated(slab, ref.slot))
+    /* Deferred at once, as on the cached path: of two racing frees of p one fails here. */
+    if (sm_slab_defer_slot(slab, ref.slot) != SM_SLAB_RELEASED)
         unlock_and_fail(s, "double free", p);
     if (!sm_harden_on_free(p, ref.slot_size, slab->secret))
         unlock_and_fail(s, "canary corrupted", p);
     if (SM_SLOT_QUARANTINE) {
-        sm_slab_defer_slot(slab, ref.slot);
         uint32_t left = quarantine_push(s, ref.slab << 8 | ref.slot);
         if (left != SM_QUARANTINE_NONE)
             release_entry(s, left);
     } else {
-        sm_slab_release_slot(slab, ref.slot);
-        s->slots_in_use--;
-        slab_after_release(s, ref.slab);
+        sm_arena_release_deferred_locked(s, ref.slab, ref.slot);
     }
     sm_lock_release(&s->lock);
 }

@@ -30,9 +30,18 @@ static uint32_t slabs_per_region(unsigned cls, size_t region_bytes)
     return (uint32_t)(region_bytes / sm_sizeclass_slab_bytes(cls));
 }
 
-static size_t class_meta_bytes(unsigned cls, size_t region_bytes)
+/* A class's struct sm_slab array, then its allocated bytes (one per slot), each in whole
+ * pages. */
+static size_t slab_array_bytes(unsigned cls, size_t region_bytes)
 {
     return page_round(slabs_per_region(cls, region_bytes) * sizeof(struct sm_slab));
+}
+
+static size_t class_meta_bytes(unsigned cls, size_t region_bytes)
+{
+    size_t slots = sm_sizeclass_geometry(cls)->slots;
+    return slab_array_bytes(cls, region_bytes) +
+           page_round(slabs_per_region(cls, region_bytes) * slots);
 }
 
 static size_t meta_bytes_for(size_t region_bytes)
@@ -96,6 +105,7 @@ static void init_states(void)
             s->max_slabs = slabs_per_region(c, sm_layout.region_bytes);
             s->slab_memory = sm_layout.slab_base + i * sm_layout.region_bytes;
             s->slabs = (void *)meta;
+            s->allocated_bytes = (uint8_t *)meta + slab_array_bytes(c, sm_layout.region_bytes);
             sm_slab_lists_init(&s->lists);
             sm_arena_state_init_policies(s, i);
             meta += class_meta_bytes(c, sm_layout.region_bytes);

@@ -1,8 +1,8 @@
 /* Thread caches: each thread keeps, per size class, a few slots of its own arena ready to
  * hand out and a few freed slots on their way to the quarantine (with slot quarantine) or
  * back to another arena's slabs (without), so that most malloc and free calls take no lock.
- * A cached slot is "deferred" in its slab's bitmap, so a double free of it is still caught,
- * and it goes back to its own slab under its owner's lock. */
+ * A cached slot is "deferred" (its allocated byte is 0), so a double free of it is still
+ * caught, and it goes back to its own slab under its owner's lock. */
 #include <pthread.h>
 #include <string.h>
 
@@ -18,7 +18,7 @@ enum {
 };
 
 /* A ready slot remembers its slab and index, so handing it out needs no address
- * arithmetic: one atomic bit clear. */
+ * arithmetic: one store to its allocated byte. */
 struct cache_bin {
     uint32_t count;            /* ready slots: slots[0..count), the next one on top */
     uint32_t capacity;         /* how many ready slots this class may hold */

@@ -10,9 +10,11 @@ static bool state_has_list(enum sm_slab_state state)
     return state != SM_SLAB_UNUSED && state != SM_SLAB_GUARD;
 }
 
-void sm_slab_init(struct sm_slab *slab, unsigned slots)
+void sm_slab_init(struct sm_slab *slab, unsigned slots, uint8_t *allocated)
 {
     memset(slab, 0, sizeof(*slab));
+    memset(allocated, 0, slots);
+    slab->allocated = allocated;
     /* Slots past the end are permanently "in use" so a claim can never return them. */
     for (unsigned w = 0; w < 4; w++) {
         unsigned first = w * 64;
@@ -52,7 +54,9 @@ static int claim_bit(struct sm_slab *slab, unsigned word, uint64_t free_bits)
     unsigned bit = (unsigned)__builtin_ctzll(free_bits);
     store_bits(&slab->used[word], sm_slab_load_bits(&slab->used[word]) | UINT64_C(1) << bit);
     slab->in_use++;
-    return (int)(word * 64 + bit);
+    unsigned slot = word * 64 + bit;
+    __atomic_store_n(&slab->allocated[slot], 1, __ATOMIC_RELAXED); /* after `used` (slab.h) */
+    return (int)slot;
 }
 
 int sm_slab_claim_slot(struct sm_slab *slab)
@@ -83,20 +87,17 @@ int sm_slab_claim_slot_from(struct sm_slab *slab, unsigned start)
 
 enum sm_slab_release_result sm_slab_release_slot(struct sm_slab *slab, unsigned slot)
 {
-    if (!sm_slab_slot_allocated(slab, slot))
+    if (sm_slab_defer_slot(slab, slot) != SM_SLAB_RELEASED)
         return SM_SLAB_DOUBLE_FREE;
-    uint64_t *word = &slab->used[slot / 64];
-    store_bits(word, sm_slab_load_bits(word) & ~sm_slab_bit_of(slot));
-    slab->in_use--;
+    sm_slab_release_deferred(slab, slot);
     return SM_SLAB_RELEASED;
 }
 
 void sm_slab_release_deferred(struct sm_slab *slab, unsigned slot)
 {
-    /* `used` first: a racing (invalid) free then still finds the slot deferred. */
+    /* The allocated byte is 0 already: a racing (invalid) free finds the slot not allocated. */
     uint64_t *word = &slab->used[slot / 64];
     store_bits(word, sm_slab_load_bits(word) & ~sm_slab_bit_of(slot));
-    sm_slab_undefer_slot(slab, slot);
     slab->in_use--;
 }
 

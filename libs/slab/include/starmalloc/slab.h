@@ -3,7 +3,10 @@
  * A slab's metadata (struct sm_slab, 128 bytes, kept out of band) records which of its up to
  * 256 slots are in use and links the slab into one of its class's state lists by index.
  * A slot is free, allocated (owned by the user), or deferred: freed by the user but not yet
- * reusable (held in a quarantine). A deferred slot still counts as in use.
+ * reusable (held in a quarantine or a thread cache). A deferred slot still counts as in use.
+ * Which slots are allocated is one byte per slot, in an array the caller hands to
+ * sm_slab_init: allocating a deferred slot is then a plain byte store, with no atomic
+ * read-modify-write on a word that other threads' frees change too.
  * The engine works only on memory it is handed: it never maps, locks or reports; callers
  * hold the lock of the (arena, class) that owns the slabs, except for sm_slab_defer_slot,
  * sm_slab_undefer_slot and the read-only queries, which are atomic and safe without it. */
@@ -33,8 +36,8 @@ enum sm_slab_state {
 struct sm_slab {
     uint64_t
         used[4]; /* bit i set = slot i in use (allocated or deferred); bits >= slots stay set */
-    uint64_t deferred[4]; /* bit i set = slot i freed by the user, not yet reusable */
-    uint32_t prev;        /* neighbours in the state list, by slab index */
+    uint8_t *allocated; /* `slots` bytes (the caller's): 1 = the user holds slot i, else 0 */
+    uint32_t prev;      /* neighbours in the state list, by slab index */
     uint32_t next;
     uint16_t in_use; /* slots in use */
     uint16_t slots;  /* slots in this slab */
@@ -42,7 +45,7 @@ struct sm_slab {
     uint8_t reserved[3];
     uint64_t secret;        /* per-slab random value for the hardening policies (canaries) */
     uint64_t handed_out[4]; /* bit i set = slot i was claimed since the slab was fresh */
-    uint64_t spare[1];
+    uint64_t spare[4];      /* keeps the size at two cache lines, so &slabs[i] is a shift */
 };
 
 /* One list per state, doubly linked through sm_slab.prev/next; slabs enter at the head,
@@ -61,10 +64,11 @@ enum sm_slab_release_result {
     SM_SLAB_DOUBLE_FREE, /* the slot was not allocated (free or deferred): nothing changed */
 };
 
-/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked. Every slot counts as
- * claimed before (see sm_slab_claim_first): call sm_slab_mark_fresh for a slab whose memory
- * comes fresh from the kernel. */
-void sm_slab_init(struct sm_slab *slab, unsigned slots);
+/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked, with `allocated`
+ * (`slots` bytes that stay the slab's until the next sm_slab_init) as its per-slot allocated
+ * bytes, zeroed here. Every slot counts as claimed before (see sm_slab_claim_first): call
+ * sm_slab_mark_fresh for a slab whose memory comes fresh from the kernel. */
+void sm_slab_init(struct sm_slab *slab, unsigned slots, uint8_t *allocated);
 
 /* Records that the slab's memory was never handed out: each slot's first claim from now on
  * is reported by sm_slab_claim_first. */
@@ -74,7 +78,8 @@ void sm_slab_mark_fresh(struct sm_slab *slab);
  * sm_slab_mark_fresh: its bytes were never the user's (still as the kernel gave them). */
 bool sm_slab_claim_first(struct sm_slab *slab, unsigned slot);
 
-/* Claims the lowest free slot and returns its index, or -1 when the slab is full. */
+/* Claims the lowest free slot (it becomes allocated) and returns its index, or -1 when the
+ * slab is full. */
 int sm_slab_claim_slot(struct sm_slab *slab);
 
 /* Claims the first free slot at or after `start` (wrapping around; start < 256) and returns
@@ -125,10 +130,12 @@ static inline uint32_t sm_slab_list_last(const struct sm_slab_lists *lists,
 }
 
 /* Concurrency: `used` is written only by the holder of the owning (arena, class) lock, but
- * read without it (free validates a pointer before locking anything); `deferred` is also
- * changed without the lock (thread caches). So every access to the bitmaps is atomic:
- * relaxed loads and stores of `used`, atomic read-modify-writes of `deferred`. The three
- * functions below are inline because they are on the allocator's fast paths. */
+ * read without it (free validates a pointer before locking anything); the allocated bytes
+ * are also changed without the lock (thread caches). So every access is atomic: relaxed
+ * loads and stores of `used`, and of an allocated byte a relaxed store when a deferred slot
+ * is handed out (only the thread that holds it can), an exchange when it is freed (two
+ * racing frees of one slot then see each other). An allocated byte is 1 only while the
+ * slot's `used` bit is set. The functions below are inline: they are on the fast paths. */
 static inline uint64_t sm_slab_load_bits(const uint64_t *word)
 {
     return __atomic_load_n(word, __ATOMIC_RELAXED);
@@ -142,9 +149,7 @@ static inline uint64_t sm_slab_bit_of(unsigned slot)
 /* Whether slot is allocated: in use and not deferred. */
 static inline bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot)
 {
-    uint64_t bits =
-        sm_slab_load_bits(&slab->used[slot / 64]) & ~sm_slab_load_bits(&slab->deferred[slot / 64]);
-    return (bits & sm_slab_bit_of(slot)) != 0;
+    return __atomic_load_n(&slab->allocated[slot], __ATOMIC_RELAXED) != 0;
 }
 
 /* Marks an allocated slot deferred: freed, but not claimable until sm_slab_release_deferred.
@@ -152,23 +157,18 @@ static inline bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned s
  * of two racing calls on one slot, exactly one succeeds. Safe without the owner's lock. */
 static inline enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
 {
-    uint64_t bit = sm_slab_bit_of(slot);
-    /* Setting the bit first makes two racing frees of one slot see each other. */
-    uint64_t before = __atomic_fetch_or(&slab->deferred[slot / 64], bit, __ATOMIC_RELAXED);
-    if (before & bit)
+    /* Clearing a byte that is already 0 changes nothing: a free or deferred slot stays so. */
+    if (__atomic_exchange_n(&slab->allocated[slot], 0, __ATOMIC_RELAXED) != 1)
         return SM_SLAB_DOUBLE_FREE;
-    if (!(sm_slab_load_bits(&slab->used[slot / 64]) & bit)) {
-        __atomic_fetch_and(&slab->deferred[slot / 64], ~bit, __ATOMIC_RELAXED);
-        return SM_SLAB_DOUBLE_FREE;
-    }
     return SM_SLAB_RELEASED;
 }
 
-/* Makes a deferred slot allocated again (a thread cache handing it to the user). The slot
- * must be deferred. Safe without the owner's lock. */
+/* Makes a deferred slot allocated again (a thread cache handing it to the user): one plain
+ * byte store. The slot must be deferred and the caller the only one holding it. Safe
+ * without the owner's lock. */
 static inline void sm_slab_undefer_slot(struct sm_slab *slab, unsigned slot)
 {
-    __atomic_fetch_and(&slab->deferred[slot / 64], ~sm_slab_bit_of(slot), __ATOMIC_RELAXED);
+    __atomic_store_n(&slab->allocated[slot], 1, __ATOMIC_RELAXED);
 }
 
 #ifdef __cplusplus

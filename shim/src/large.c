@@ -219,17 +219,15 @@ static void release_mapping(const struct held_object *object, size_t committed)
     sm_region_unmap((void *)object->map_addr, object->map_size, committed);
 }
 
-/* Reserves budget for a freed object to keep its pages; false when it may not. */
-static bool reserve_committed(size_t bytes)
+/* With the large lock held: reserves budget for a freed object to keep its pages; false
+ * when it may not. */
+static bool reserve_committed_locked(size_t bytes)
 {
-    if (!KEEP_PAGES || bytes > COMMITTED_OBJECT_BYTES_MAX)
+    if (!KEEP_PAGES || bytes > COMMITTED_OBJECT_BYTES_MAX ||
+        large.committed_held_bytes + bytes > COMMITTED_HELD_BYTES_MAX)
         return false;
-    sm_lock_acquire(&large.lock);
-    bool fits = large.committed_held_bytes + bytes <= COMMITTED_HELD_BYTES_MAX;
-    if (fits)
-        large.committed_held_bytes += bytes;
-    sm_lock_release(&large.lock);
-    return fits;
+    large.committed_held_bytes += bytes;
+    return true;
 }
 
 static void unreserve_committed(size_t bytes)
@@ -475,10 +473,11 @@ void sm_large_free(void *p)
         sm_fatal(freed ? "double free" : "invalid free", p);
     }
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
+    bool may_keep_pages = reserve_committed_locked(entry.size); /* in the same critical section */
     sm_lock_release(&large.lock);
     /* Still mapped until here, so no other object can have been given this address. */
     struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
-    if (reserve_committed(entry.size)) {
+    if (may_keep_pages) {
         object.committed = KEEP_DIRTY || keep_pages_inaccessible(&object);
         if (!object.committed)
             unreserve_committed(entry.size);

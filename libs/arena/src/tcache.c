@@ -11,7 +11,7 @@
 
 enum {
     CACHE_SLOTS_MAX = 32,             /* ready slots per class */
-    CACHE_BYTES_PER_CLASS = 64 << 10, /* and at most about this many bytes of them */
+    CACHE_BYTES_PER_CLASS = 32 << 10, /* and at most about this many bytes of them */
     PENDING_MAX = 32,   /* freed slots gathered before one trip to the quarantine, and at most
                            about CACHE_BYTES_PER_CLASS bytes of them */
     CACHES_MAX = 16384, /* thread caches that can exist at once */

@@ -58,7 +58,8 @@ static inline int mappings_overlapping(const void *addr, size_t bytes)
     return count;
 }
 
-/* Whether the running kernel is at least major.minor (from uname). */
+/* Whether the running kernel is at least major.minor (from /proc/sys/kernel/osrelease);
+ * false when that cannot be read. */
 static inline bool kernel_at_least(int major, int minor)
 {
     FILE *f = fopen("/proc/sys/kernel/osrelease", "r");

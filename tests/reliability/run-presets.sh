@@ -4,8 +4,9 @@
 # The reliability programs, the ABI tests and the thread stress test for every hardening preset
 # (default: none light default paranoid). Each preset gets its own Release build in
 # <build-prefix>/<preset>, which builds only the targets these tests need, then runs
-# `ctest -L 'reliability|abi'` and stress_threads there. Every preset runs even when an earlier one fails; the script fails at the
-# end naming those that did. Build trees are kept, so a rerun only rebuilds what changed.
+# `ctest -L '^(reliability|abi)$'` and stress_threads there. Every preset runs even when an
+# earlier one fails; the script fails at the end naming those that did. Build trees are kept,
+# so a rerun only rebuilds what changed.
 # Environment: CC/CXX choose the compilers (default: cmake's), JOBS the build parallelism.
 set -euo pipefail
 

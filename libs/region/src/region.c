@@ -104,9 +104,10 @@ enum { ADVICE_GUARD_INSTALL = 102, ADVICE_GUARD_REMOVE = 103 };
 
 enum { MARKERS_UNKNOWN = 0, MARKERS_USABLE, MARKERS_UNUSABLE };
 static atomic_int markers_state;
-/* Set once an sm_region_guard fell back to a PROT_NONE mapping: from then on
- * sm_region_unguard also restores the protection. */
-static atomic_bool guard_fell_back;
+/* Set once the kernel refused markers for a range although they are usable (a locked
+ * mapping): from then on sm_region_unguard also restores the protection, as it always does
+ * without markers. */
+static atomic_bool markers_refused;
 
 /* Whether vm.overcommit_memory is 2 (strict), or cannot be read: then a range must be
  * unmapped, not only emptied, to give its commit charge back. Plain system calls: this runs
@@ -148,22 +149,25 @@ bool sm_region_guard_markers(void)
 
 bool sm_region_guard(void *addr, size_t bytes)
 {
-    if (sm_region_guard_markers() && madvise(addr, bytes, ADVICE_GUARD_INSTALL) == 0) {
-        count_uncommitted(bytes);
-        return true;
+    if (sm_region_guard_markers()) {
+        if (madvise(addr, bytes, ADVICE_GUARD_INSTALL) == 0) {
+            count_uncommitted(bytes);
+            return true;
+        }
+        atomic_store_explicit(&markers_refused, true, memory_order_relaxed);
     }
-    atomic_store_explicit(&guard_fell_back, true, memory_order_relaxed);
     return sm_region_decommit(addr, bytes);
 }
 
 bool sm_region_unguard(void *addr, size_t bytes)
 {
-    /* On a range guarded by markers the mapping is read-write already and this changes
-     * nothing; on one that fell back it undoes the PROT_NONE. */
-    if (atomic_load_explicit(&guard_fell_back, memory_order_relaxed) &&
+    bool markers = sm_region_guard_markers();
+    /* A range guarded by markers is read-write already (the mprotect would change nothing);
+     * one guarded by a PROT_NONE mapping needs it. */
+    if ((!markers || atomic_load_explicit(&markers_refused, memory_order_relaxed)) &&
         mprotect(addr, bytes, PROT_READ | PROT_WRITE) != 0)
         return false;
-    if (sm_region_guard_markers())
+    if (markers)
         (void)madvise(addr, bytes, ADVICE_GUARD_REMOVE); /* cannot fail where install worked */
     count_committed(bytes);
     return true;

@@ -117,6 +117,16 @@ static void fill_pattern(char *p, size_t bytes)
         p[i] = pattern_byte(i);
 }
 
+/* A reserved range of `bytes` bytes, committed and filled with fill_pattern. */
+static char *committed_with_pattern(size_t bytes)
+{
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    fill_pattern(p, bytes);
+    return p;
+}
+
 /* Whether p[from, to) still holds what fill_pattern(p, ...) wrote there. */
 static bool pattern_intact(const char *p, size_t from, size_t to)
 {
@@ -198,10 +208,7 @@ static void test_decommit_drops_content_and_access(void **state)
 {
     (void)state;
     size_t bytes = 8 * PAGE;
-    char *p = sm_region_reserve(bytes, PAGE);
-    assert_non_null(p);
-    assert_true(sm_region_commit(p, bytes));
-    fill_pattern(p, bytes);
+    char *p = committed_with_pattern(bytes);
 
     assert_true(sm_region_decommit(p, bytes));
     assert_true(range_faults(p, bytes));
@@ -217,10 +224,7 @@ static void test_decommit_of_part_leaves_the_rest(void **state)
 {
     (void)state;
     size_t bytes = 8 * PAGE;
-    char *p = sm_region_reserve(bytes, PAGE);
-    assert_non_null(p);
-    assert_true(sm_region_commit(p, bytes));
-    fill_pattern(p, bytes);
+    char *p = committed_with_pattern(bytes);
     assert_true(sm_region_decommit(p + 2 * PAGE, 2 * PAGE));
     assert_true(range_faults(p + 2 * PAGE, 2 * PAGE));
     assert_true(pattern_intact(p, 0, 2 * PAGE));
@@ -232,10 +236,7 @@ static void test_protect_none_keeps_content(void **state)
 {
     (void)state;
     size_t bytes = 8 * PAGE;
-    char *p = sm_region_reserve(bytes, PAGE);
-    assert_non_null(p);
-    assert_true(sm_region_commit(p, bytes));
-    fill_pattern(p, bytes);
+    char *p = committed_with_pattern(bytes);
 
     assert_true(sm_region_protect_none(p, bytes));
     assert_true(range_faults(p, bytes));
@@ -273,10 +274,7 @@ static void test_guard_drops_content_and_access(void **state)
 {
     (void)state;
     size_t bytes = 8 * PAGE;
-    char *p = sm_region_reserve(bytes, PAGE);
-    assert_non_null(p);
-    assert_true(sm_region_commit(p, bytes));
-    fill_pattern(p, bytes);
+    char *p = committed_with_pattern(bytes);
     size_t before = sm_region_committed_bytes();
 
     assert_true(sm_region_guard(p + 2 * PAGE, 3 * PAGE));

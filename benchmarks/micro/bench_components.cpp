@@ -66,7 +66,7 @@ void BM_slab_fill_drain(benchmark::State &state)
     const unsigned slots = static_cast<unsigned>(state.range(0));
     sm_slab slab;
     uint8_t allocated[256];
-    sm_slab_init(&slab, slots, allocated);
+    sm_slab_init(&slab, slots, allocated, 1);
     for (auto _ : state) {
         for (unsigned i = 0; i < slots; i++)
             benchmark::DoNotOptimize(sm_slab_claim_slot(&slab));
@@ -84,7 +84,7 @@ void BM_slab_claim_release(benchmark::State &state)
     const unsigned fill = static_cast<unsigned>(state.range(0));
     sm_slab slab;
     uint8_t allocated[256];
-    sm_slab_init(&slab, 256, allocated);
+    sm_slab_init(&slab, 256, allocated, 1);
     std::mt19937 rng(3);
     for (unsigned i = 0; i < 256; i++)
         if (rng() % 100 < fill)

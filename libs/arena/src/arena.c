@@ -41,7 +41,7 @@ static bool commit_array(void *array, size_t *committed, size_t bytes)
         return true;
     if (!sm_region_commit((char *)array + *committed, bytes - *committed))
         return false;
-    *committed = bytes;
+    __atomic_store_n(committed, bytes, __ATOMIC_RELEASE); /* free reads it without the lock */
     return true;
 }
 
@@ -54,16 +54,18 @@ static bool commit_metadata(struct sm_class_state *s, uint32_t index)
         end = s->max_slabs;
     if (!commit_array(s->slabs, &s->slabs_bytes_committed, (size_t)end * sizeof(struct sm_slab)) ||
         !commit_array(s->allocated_bytes, &s->allocated_bytes_committed,
-                      (size_t)end * s->info.slots))
+                      (size_t)end * s->slab_bytes >> s->allocated_shift))
         return false;
     s->meta_committed = end;
     return index < end;
 }
 
-/* Slab `index`'s allocated bytes. */
-static uint8_t *allocated_bytes_of(const struct sm_class_state *s, uint32_t index)
+/* Resets slab `index`'s metadata, with its slots' allocated bytes (see allocated_bytes). */
+static void reset_slab(struct sm_class_state *s, uint32_t index)
 {
-    return s->allocated_bytes + (size_t)index * s->info.slots;
+    sm_slab_init(&s->slabs[index], s->info.slots,
+                 s->allocated_bytes + ((size_t)index * s->slab_bytes >> s->allocated_shift),
+                 s->info.slot_size >> s->allocated_shift);
 }
 
 static bool is_guard_index(uint32_t index)
@@ -129,7 +131,7 @@ static bool commit_slabs(struct sm_class_state *s, uint32_t index)
  * class region), so no dangling pointer can reach it and its slots are zero until claimed. */
 static void init_slab(struct sm_class_state *s, uint32_t index, bool fresh)
 {
-    sm_slab_init(&s->slabs[index], s->info.slots, allocated_bytes_of(s, index));
+    reset_slab(s, index);
     if (fresh)
         sm_slab_mark_fresh(&s->slabs[index]);
     if (SM_CANARIES)
@@ -147,7 +149,7 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
         if (is_guard_index(index)) {
             /* Guarded by markers when committed with the slabs around it (commit_slabs);
              * otherwise never committed: the reservation's PROT_NONE is the guard. */
-            sm_slab_init(&s->slabs[index], s->info.slots, allocated_bytes_of(s, index));
+            reset_slab(s, index);
             s->slabs[index].state = SM_SLAB_GUARD;
             __atomic_store_n(&s->fresh_next, index + 1, __ATOMIC_RELEASE);
             continue;
@@ -384,7 +386,7 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
 }
 
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
-                              struct sm_slab **slabs, uint8_t *slot_indices, uint8_t *fresh)
+                              struct sm_slab **slabs, uint32_t *allocated_indices, uint8_t *fresh)
 {
     uint32_t n = 0;
     uint64_t secret;
@@ -399,14 +401,14 @@ uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **s
         /* Cached slots are handed out last-in first-out: the first claimed goes on top. */
         slots[count - 1 - n] = p;
         slabs[count - 1 - n] = &s->slabs[slab];
-        slot_indices[count - 1 - n] = (uint8_t)slot;
+        allocated_indices[count - 1 - n] = sm_arena_allocated_index(s, p);
         fresh[count - 1 - n] = first;
     }
     sm_lock_release(&s->lock);
     for (uint32_t i = 0; n < count && i < n; i++) { /* move the claimed ones to the bottom */
         slots[i] = slots[count - n + i];
         slabs[i] = slabs[count - n + i];
-        slot_indices[i] = slot_indices[count - n + i];
+        allocated_indices[i] = allocated_indices[count - n + i];
         fresh[i] = fresh[count - n + i];
     }
     return n;

@@ -10,6 +10,7 @@ struct __attribute__((aligned(SM_PAGE_SIZE))) heap_layout {
     char *slab_base; /* the slab region: SM_ARENAS x SM_NB_CLASSES class regions */
     size_t slab_bytes;
     size_t region_bytes; /* one class region, a power of two */
+    size_t region_mask;  /* region_bytes - 1 */
     unsigned region_shift;
     char *meta_base; /* the metadata region: headers, then each class's slab metadata */
     size_t meta_bytes;
@@ -38,7 +39,7 @@ static inline void sm_arena_locate_trusted(const void *p, struct sm_slot_ref *re
 {
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
     struct sm_class_state *owner = &sm_layout.states[offset >> sm_layout.region_shift];
-    size_t in_region = offset & (sm_layout.region_bytes - 1);
+    size_t in_region = offset & sm_layout.region_mask;
     uint32_t slab = sm_sizeclass_slab_index(&owner->info, (uint32_t)(in_region / SM_PAGE_SIZE));
     uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * owner->slab_bytes);
     ref->owner = owner;
@@ -53,20 +54,56 @@ static inline enum sm_locate_result sm_arena_locate_inline(const void *p, struct
 {
     sm_arena_locate_trusted(p, ref);
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
-    uint32_t in_slab = (uint32_t)((offset & (sm_layout.region_bytes - 1)) -
-                                  (size_t)ref->slab * ref->owner->slab_bytes);
+    uint32_t in_slab =
+        (uint32_t)((offset & sm_layout.region_mask) - (size_t)ref->slab * ref->owner->slab_bytes);
     if (ref->slot >= ref->owner->info.slots || ref->slot * ref->slot_size != in_slab)
         return SM_LOCATE_NOT_SLOT_START;
     return SM_LOCATE_OK;
 }
 
+/* The index in s->allocated_bytes of the byte of the slot that starts at p. */
+static inline uint32_t sm_arena_allocated_index(const struct sm_class_state *s, const void *p)
+{
+    return (uint32_t)((size_t)((const char *)p - s->slab_memory) >> s->allocated_shift);
+}
+
+/* The free's fast lookup: finds the owner of p (in the slab region) and the index of the
+ * allocated byte of the slot that would start at p in the owner's allocated bytes. Returns
+ * false when p is not at a multiple of the class's byte spacing or that byte is not
+ * committed. Lock-free. True is not yet a validation: only the byte of a slot's start can be
+ * 1 (see sm_slab_defer_byte), so the caller's exchange on the byte decides. */
+static inline bool sm_arena_allocated_lookup(const void *p, struct sm_class_state **owner,
+                                             uint32_t *index)
+{
+    size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
+    struct sm_class_state *s = &sm_layout.states[offset >> sm_layout.region_shift];
+    size_t in_region = offset & sm_layout.region_mask;
+    unsigned shift = s->allocated_shift;
+    /* A rotation: an offset that is not a multiple of 2^shift turns into a huge index, which
+     * fails the bound below with the out-of-range ones. */
+    size_t rotated = in_region >> shift | in_region << ((64 - shift) & 63);
+    if (rotated >= __atomic_load_n(&s->allocated_bytes_committed, __ATOMIC_RELAXED))
+        return false;
+    *owner = s;
+    *index = (uint32_t)rotated;
+    return true;
+}
+
+/* The metadata of the slab that holds p (in s's class region): for the hardening policies'
+ * per-slab secret. */
+static inline struct sm_slab *sm_arena_slab_of(const struct sm_class_state *s, const void *p)
+{
+    size_t in_region = (size_t)((const char *)p - s->slab_memory);
+    return &s->slabs[sm_sizeclass_slab_index(&s->info, (uint32_t)(in_region / SM_PAGE_SIZE))];
+}
+
 /* Claims up to `count` slots of s (one lock acquisition), marks them deferred (held by a
- * thread cache) and stores each one's address, slab, index and whether it is fresh (never
- * handed out since its slab came from the kernel: zero, no write-after-free check needed) in
- * slots/slabs/slot_indices/fresh [0..n), the first claimed at n - 1. Returns n (0 when the
- * class region is exhausted or memory cannot be committed). */
+ * thread cache) and stores each one's address, slab, allocated-byte index and whether it is
+ * fresh (never handed out since its slab came from the kernel: zero, no write-after-free
+ * check needed) in slots/slabs/allocated_indices/fresh [0..n), the first claimed at n - 1.
+ * Returns n (0 when the class region is exhausted or memory cannot be committed). */
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
-                              struct sm_slab **slabs, uint8_t *slot_indices, uint8_t *fresh);
+                              struct sm_slab **slabs, uint32_t *allocated_indices, uint8_t *fresh);
 
 /* Whether p is the start of a slot of a slab whose metadata is set up (every slab below the
  * class's fresh_next: one that held slots, or a guard slab, whose slots are never in use);

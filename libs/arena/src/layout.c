@@ -30,8 +30,18 @@ static uint32_t slabs_per_region(unsigned cls, size_t region_bytes)
     return (uint32_t)(region_bytes / sm_sizeclass_slab_bytes(cls));
 }
 
-/* A class's struct sm_slab array, then its allocated bytes (one per slot), each in whole
- * pages. */
+/* Every slot of class cls starts at a multiple of 2^allocated_shift bytes of its class
+ * region (the largest power of two that divides both the slot and the slab size): one
+ * allocated byte per 2^allocated_shift bytes then gives each slot its own byte, found from
+ * the slot's address with one shift. */
+static unsigned allocated_shift_of(unsigned cls)
+{
+    unsigned slot_shift = (unsigned)__builtin_ctz(sm_sizeclass_geometry(cls)->slot_size);
+    unsigned slab_shift = (unsigned)__builtin_ctzll(sm_sizeclass_slab_bytes(cls));
+    return slot_shift < slab_shift ? slot_shift : slab_shift;
+}
+
+/* A class's struct sm_slab array, then its allocated bytes, each in whole pages. */
 static size_t slab_array_bytes(unsigned cls, size_t region_bytes)
 {
     return page_round(slabs_per_region(cls, region_bytes) * sizeof(struct sm_slab));
@@ -39,9 +49,9 @@ static size_t slab_array_bytes(unsigned cls, size_t region_bytes)
 
 static size_t class_meta_bytes(unsigned cls, size_t region_bytes)
 {
-    size_t slots = sm_sizeclass_geometry(cls)->slots;
+    size_t slab_bytes = sm_sizeclass_slab_bytes(cls);
     return slab_array_bytes(cls, region_bytes) +
-           page_round(slabs_per_region(cls, region_bytes) * slots);
+           page_round(slabs_per_region(cls, region_bytes) * slab_bytes >> allocated_shift_of(cls));
 }
 
 static size_t meta_bytes_for(size_t region_bytes)
@@ -82,6 +92,7 @@ static bool reserve_both(unsigned shift)
     sm_layout.slab_base = slabs;
     sm_layout.slab_bytes = slab_bytes;
     sm_layout.region_bytes = region_bytes;
+    sm_layout.region_mask = region_bytes - 1;
     sm_layout.region_shift = shift;
     sm_layout.meta_base = meta;
     sm_layout.meta_bytes = meta_bytes;
@@ -106,6 +117,7 @@ static void init_states(void)
             s->slab_memory = sm_layout.slab_base + i * sm_layout.region_bytes;
             s->slabs = (void *)meta;
             s->allocated_bytes = (uint8_t *)meta + slab_array_bytes(c, sm_layout.region_bytes);
+            s->allocated_shift = allocated_shift_of(c);
             sm_slab_lists_init(&s->lists);
             sm_arena_state_init_policies(s, i);
             meta += class_meta_bytes(c, sm_layout.region_bytes);

@@ -17,23 +17,23 @@ enum {
     CACHES_MAX = 16384, /* thread caches that can exist at once */
 };
 
-/* A ready slot remembers its slab and index, so handing it out needs no address
- * arithmetic: one store to its allocated byte. */
+/* A ready slot remembers where its allocated byte is, so handing it out needs no address
+ * arithmetic: one store to that byte. */
 struct cache_bin {
-    uint32_t count;            /* ready slots: slots[0..count), the next one on top */
-    uint32_t capacity;         /* how many ready slots this class may hold */
-    uint32_t pending;          /* freed slots in pending[0..pending) */
-    uint32_t pending_capacity; /* freed slots gathered before they enter the quarantine */
-    uint32_t refill;           /* slots claimed per refill */
+    uint32_t count;              /* ready slots: slots[0..count), the next one on top */
+    uint32_t capacity;           /* how many ready slots this class may hold */
+    uint32_t pending;            /* freed slots in pending[0..pending) */
+    uint32_t pending_capacity;   /* freed slots gathered before they enter the quarantine */
+    uint32_t refill;             /* slots claimed per refill */
+    struct sm_class_state *home; /* this class in the thread's arena */
+    uint8_t *allocated;          /* home->allocated_bytes */
     void *slots[CACHE_SLOTS_MAX];
-    struct sm_slab *slabs[CACHE_SLOTS_MAX];
-    uint8_t slot_index[CACHE_SLOTS_MAX];
+    uint32_t allocated_index[CACHE_SLOTS_MAX]; /* each slot's byte: allocated[index] */
+    struct sm_slab *slabs[CACHE_SLOTS_MAX];    /* for the canary's secret (SM_CANARIES only) */
     uint8_t fresh[CACHE_SLOTS_MAX]; /* never handed out: zero, no write-after-free check */
     /* Freed slots on their way to the quarantine; without slot quarantine, freed slots of
      * another arena on their way back to their slabs. */
     void *pending_slots[PENDING_MAX];
-    uint32_t pending_entries[PENDING_MAX]; /* slab << 8 | slot */
-    struct sm_class_state *home;           /* this class in the thread's arena */
 } __attribute__((aligned(64)));
 /* A power of two, so that &bins[cls] is a shift away. */
 _Static_assert(sizeof(struct cache_bin) == 1024, "a cache bin takes 1 KiB");
@@ -101,15 +101,13 @@ static void return_slots(void *const *slots, uint32_t count)
         sm_lock_release(&locked->lock);
 }
 
-static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uint32_t slot);
+static void push_ready(struct cache_bin *bin, void *p, uint32_t index, struct sm_slab *slab);
 static __attribute__((noinline)) void flush_remote(struct cache_bin *bin);
 
-/* A freed slot joins the bin's freed buffer, with its quarantine entry. */
-static inline void add_pending(struct cache_bin *bin, void *p, const struct sm_slot_ref *ref)
+/* A freed slot joins the bin's freed buffer. */
+static inline void add_pending(struct cache_bin *bin, void *p)
 {
-    bin->pending_slots[bin->pending] = p;
-    bin->pending_entries[bin->pending] = ref->slab << 8 | ref->slot;
-    bin->pending++;
+    bin->pending_slots[bin->pending++] = p;
 }
 static void drop_bottom(struct cache_bin *bin, uint32_t n);
 
@@ -123,14 +121,14 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
     struct sm_class_state *locked = NULL;
     void *back[PENDING_MAX];
     struct sm_slab *back_slabs[PENDING_MAX];
-    uint8_t back_slots[PENDING_MAX];
     uint32_t n = 0;
     for (uint32_t i = 0; i < bin->pending; i++) {
-        struct sm_class_state *owner = sm_arena_owner_of(bin->pending_slots[i]);
-        uint32_t entry = bin->pending_entries[i];
+        struct sm_slot_ref ref;
         uint32_t slab, slot;
+        sm_arena_locate_trusted(bin->pending_slots[i], &ref);
+        struct sm_class_state *owner = ref.owner;
         lock_owner(&locked, owner);
-        if (!sm_arena_quarantine_locked(owner, entry >> 8, entry & 0xff, &slab, &slot))
+        if (!sm_arena_quarantine_locked(owner, ref.slab, ref.slot, &slab, &slot))
             continue;
         if (owner != bin->home) { /* another arena's slot: back to its slab (see free) */
             sm_arena_release_deferred_locked(owner, slab, slot);
@@ -138,7 +136,6 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
         }
         back[n] = sm_arena_slot_address(owner, slab, slot);
         back_slabs[n] = &owner->slabs[slab];
-        back_slots[n] = (uint8_t)slot;
         n++;
     }
     uint32_t excess = bin->count + n > bin->capacity ? bin->count + n - bin->capacity : 0;
@@ -147,7 +144,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
     drop_bottom(bin, from_ready);
     release_slots(&locked, back, excess - from_ready);
     for (uint32_t i = excess - from_ready; i < n; i++)
-        push_ready(bin, back[i], back_slabs[i], back_slots[i]);
+        push_ready(bin, back[i], sm_arena_allocated_index(bin->home, back[i]), back_slabs[i]);
     if (locked)
         sm_lock_release(&locked->lock);
     bin->pending = 0;
@@ -173,18 +170,21 @@ static void drop_bottom(struct cache_bin *bin, uint32_t n)
 {
     uint32_t rest = bin->count - n;
     memmove(bin->slots, bin->slots + n, rest * sizeof(bin->slots[0]));
-    memmove(bin->slabs, bin->slabs + n, rest * sizeof(bin->slabs[0]));
-    memmove(bin->slot_index, bin->slot_index + n, rest * sizeof(bin->slot_index[0]));
+    memmove(bin->allocated_index, bin->allocated_index + n, rest * sizeof(bin->allocated_index[0]));
+    if (SM_CANARIES)
+        memmove(bin->slabs, bin->slabs + n, rest * sizeof(bin->slabs[0]));
     if (SM_WRITE_AFTER_FREE_CHECK)
         memmove(bin->fresh, bin->fresh + n, rest * sizeof(bin->fresh[0]));
     bin->count = rest;
 }
 
-static void push_ready(struct cache_bin *bin, void *p, struct sm_slab *slab, uint32_t slot)
+/* `slab` is read only with SM_CANARIES (the others may pass NULL). */
+static void push_ready(struct cache_bin *bin, void *p, uint32_t index, struct sm_slab *slab)
 {
     bin->slots[bin->count] = p;
-    bin->slabs[bin->count] = slab;
-    bin->slot_index[bin->count] = (uint8_t)slot;
+    bin->allocated_index[bin->count] = index;
+    if (SM_CANARIES)
+        bin->slabs[bin->count] = slab;
     if (SM_WRITE_AFTER_FREE_CHECK)
         bin->fresh[bin->count] = 0;
     bin->count++;
@@ -251,6 +251,7 @@ static void init_bins(struct sm_tcache *cache)
     for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
         struct cache_bin *bin = &cache->bins[c];
         bin->home = sm_arena_state(cache->arena, c);
+        bin->allocated = bin->home->allocated_bytes;
         uint32_t slot_size = sm_arena_state(0, c)->info.slot_size;
         uint32_t capacity = CACHE_BYTES_PER_CLASS / slot_size;
         if (capacity > CACHE_SLOTS_MAX)
@@ -315,6 +316,17 @@ void sm_tcache_init(void)
 
 /* ---- allocation and free ----------------------------------------------------------- */
 
+/* The cache's bin of class cls, for the fast paths. The empty asm hides how the address was
+ * made: the compiler then addresses the bin's arrays from it (one register plus the index),
+ * instead of re-deriving each element's address from the cache and the class (three or four
+ * instructions more per malloc and per free). */
+static inline struct cache_bin *bin_of(struct sm_tcache *cache, unsigned cls)
+{
+    struct cache_bin *bin = &cache->bins[cls];
+    __asm__("" : "+r"(bin));
+    return bin;
+}
+
 /* The top ready slot leaves the cache for the user. */
 static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
 {
@@ -322,18 +334,18 @@ static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
     void *p = bin->slots[top];
     if (!p) /* cached slots are never NULL: the callers' NULL tests compile away */
         __builtin_unreachable();
-    struct sm_slab *slab = bin->slabs[top];
     if (SM_WRITE_AFTER_FREE_CHECK && top > 0) {
-        /* The next slot out is read whole by the write-after-free check and its slab's
-         * bitmap is written: start fetching both while the caller works. */
+        /* The next slot out is read whole by the write-after-free check and its allocated
+         * byte is written: start fetching both while the caller works. */
         __builtin_prefetch(bin->slots[top - 1], 0);
-        __builtin_prefetch(bin->slabs[top - 1], 1);
+        __builtin_prefetch(bin->allocated + bin->allocated_index[top - 1], 1);
     }
-    sm_slab_undefer_slot(slab, bin->slot_index[top]);
+    sm_slab_undefer_byte(bin->allocated + bin->allocated_index[top]);
     uint32_t slot_size = sm_arena_state(0, cls)->info.slot_size;
+    uint64_t secret = SM_CANARIES ? bin->slabs[top]->secret : 0;
     *zeroed = SM_WRITE_AFTER_FREE_CHECK && bin->fresh[top]
-                  ? sm_harden_on_alloc_fresh(p, slot_size, slab->secret)
-                  : sm_harden_on_alloc(p, slot_size, slab->secret);
+                  ? sm_harden_on_alloc_fresh(p, slot_size, secret)
+                  : sm_harden_on_alloc(p, slot_size, secret);
     return p;
 }
 
@@ -341,7 +353,7 @@ static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
 static uint32_t refill_bin(struct sm_tcache *cache, struct cache_bin *bin, unsigned cls)
 {
     uint32_t n = sm_arena_claim_batch(sm_arena_state(cache->arena, cls), bin->refill, bin->slots,
-                                      bin->slabs, bin->slot_index, bin->fresh);
+                                      bin->slabs, bin->allocated_index, bin->fresh);
     bin->count = n;
     return n;
 }
@@ -369,7 +381,7 @@ void *sm_arena_cache_pop(unsigned cls, int *zeroed)
     struct sm_tcache *cache = thread_cache;
     if (__builtin_expect(cache == NULL, 0))
         return NULL;
-    struct cache_bin *bin = &cache->bins[cls];
+    struct cache_bin *bin = bin_of(cache, cls);
     if (__builtin_expect(bin->count == 0, 0))
         return NULL;
     return hand_out(bin, cls, zeroed);
@@ -387,10 +399,10 @@ static __attribute__((noinline, cold)) _Noreturn void fail_free(const char *what
 }
 
 static __attribute__((noinline)) void push_to_full_bin(struct cache_bin *bin, void *p,
-                                                       struct sm_slab *slab, uint32_t slot)
+                                                       uint32_t index, struct sm_slab *slab)
 {
     flush_half(bin);
-    push_ready(bin, p, slab, slot);
+    push_ready(bin, p, index, slab);
 }
 
 /* A deferred slot freed by a thread without a cache: into the quarantine, or released. */
@@ -409,66 +421,80 @@ static void free_to_owner(void *p)
     sm_lock_release(&ref.owner->lock);
 }
 
-/* A validated, deferred slot joins the freeing thread's cache: with slot quarantine, the
- * gathered freed slots on their way to the quarantine; without, the ready stack when it is
- * the thread's own arena's slot, else the slots on their way back to their slabs. */
-static inline void cache_freed_slot(struct cache_bin *bin, void *p, struct sm_slab *slab,
-                                    const struct sm_slot_ref *ref)
+/* A validated, deferred slot of `owner` (its allocated byte at `index` of the owner's; its
+ * slab's metadata `slab`, known with SM_CANARIES only) joins the freeing thread's cache:
+ * with slot quarantine, the gathered freed slots on their way to the quarantine; without,
+ * the ready stack when it is the thread's own arena's slot, else the slots on their way back
+ * to their slabs. */
+static inline void cache_freed_slot(struct cache_bin *bin, void *p,
+                                    const struct sm_class_state *owner, uint32_t index,
+                                    struct sm_slab *slab)
 {
     if (SM_SLOT_QUARANTINE) {
         /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
-        add_pending(bin, p, ref);
+        add_pending(bin, p);
         if (bin->pending == bin->pending_capacity)
             flush_pending(bin);
         return;
     }
-    if (__builtin_expect(ref->owner != bin->home, 0)) {
+    if (__builtin_expect(owner != bin->home, 0)) {
         /* Another arena's slot goes back to its slab (in batches), not to this thread: a
          * thread that reused the slots other threads hand it would share their slabs'
          * metadata, and often their cache lines, with them. */
-        add_pending(bin, p, ref);
+        add_pending(bin, p);
         if (bin->pending == bin->pending_capacity)
             flush_remote(bin);
         return;
     }
     if (__builtin_expect(bin->count == bin->capacity, 0)) {
-        push_to_full_bin(bin, p, slab, ref->slot); /* a tail call keeps the fast path lean */
+        push_to_full_bin(bin, p, index, slab); /* a tail call keeps the fast path lean */
         return;
     }
-    push_ready(bin, p, slab, ref->slot);
+    push_ready(bin, p, index, slab);
 }
 
 /* A free before this thread has a cache (its first call) or once it has none. */
-static __attribute__((noinline)) void free_without_cache(void *p)
+static __attribute__((noinline)) void free_without_cache(void *p, struct sm_class_state *owner,
+                                                         uint32_t index, struct sm_slab *slab)
 {
     struct sm_tcache *cache = cache_of_thread();
     if (!cache) {
         free_to_owner(p);
         return;
     }
+    cache_freed_slot(&cache->bins[owner->class_index], p, owner, index, slab);
+}
+
+/* A free that the fast lookup refused: a slot of a slab that holds slots, but not allocated,
+ * is a double free; anything else (not the start of a slot, a guard slab, a slab never used)
+ * an invalid free. */
+static __attribute__((noinline, cold)) _Noreturn void fail_free_lookup(const void *p)
+{
     struct sm_slot_ref ref;
-    sm_arena_locate_trusted(p, &ref);
-    cache_freed_slot(&cache->bins[ref.owner->class_index], p, &ref.owner->slabs[ref.slab], &ref);
+    if (sm_arena_locate_set_up(p, &ref) && sm_arena_slab_holds_slots(&ref.owner->slabs[ref.slab]))
+        fail_free("double free", p);
+    fail_free("invalid free", p);
 }
 
 void sm_arena_free_cached(void *p)
 {
-    struct sm_slot_ref ref;
-    if (__builtin_expect(!sm_arena_locate_set_up(p, &ref), 0))
-        fail_free("invalid free", p);
-    /* A guard slab's slots are never in use, so deferring fails for them as for a slot
-     * freed twice; the message tells the two apart. */
-    struct sm_slab *slab = &ref.owner->slabs[ref.slab];
-    if (__builtin_expect(sm_slab_defer_slot(slab, ref.slot) != SM_SLAB_RELEASED, 0))
-        fail_free(sm_arena_slab_holds_slots(slab) ? "double free" : "invalid free", p);
-    if (__builtin_expect(!sm_harden_on_free(p, ref.slot_size, slab->secret), 0))
+    struct sm_class_state *owner;
+    uint32_t index;
+    /* Only the byte of an allocated slot's start is 1: the exchange validates p. */
+    if (__builtin_expect(!sm_arena_allocated_lookup(p, &owner, &index) ||
+                             sm_slab_defer_byte(owner->allocated_bytes + index) != SM_SLAB_RELEASED,
+                         0))
+        fail_free_lookup(p);
+    struct sm_slab *slab = SM_CANARIES ? sm_arena_slab_of(owner, p) : NULL;
+    uint64_t secret = SM_CANARIES ? slab->secret : 0;
+    if (__builtin_expect(!sm_harden_on_free(p, owner->info.slot_size, secret), 0))
         fail_free("canary corrupted", p);
     struct sm_tcache *cache = thread_cache;
     if (__builtin_expect(cache == NULL, 0)) {
-        free_without_cache(p);
+        free_without_cache(p, owner, index, slab);
         return;
     }
-    cache_freed_slot(&cache->bins[ref.owner->class_index], p, slab, &ref);
+    cache_freed_slot(bin_of(cache, owner->class_index), p, owner, index, slab);
 }
 
 void sm_arena_flush_thread_cache(void)

@@ -10,11 +10,12 @@ static bool state_has_list(enum sm_slab_state state)
     return state != SM_SLAB_UNUSED && state != SM_SLAB_GUARD;
 }
 
-void sm_slab_init(struct sm_slab *slab, unsigned slots, uint8_t *allocated)
+void sm_slab_init(struct sm_slab *slab, unsigned slots, uint8_t *allocated, unsigned stride)
 {
     memset(slab, 0, sizeof(*slab));
-    memset(allocated, 0, slots);
+    memset(allocated, 0, (size_t)(slots - 1) * stride + 1);
     slab->allocated = allocated;
+    slab->stride = (uint16_t)stride;
     /* Slots past the end are permanently "in use" so a claim can never return them. */
     for (unsigned w = 0; w < 4; w++) {
         unsigned first = w * 64;
@@ -55,7 +56,8 @@ static int claim_bit(struct sm_slab *slab, unsigned word, uint64_t free_bits)
     store_bits(&slab->used[word], sm_slab_load_bits(&slab->used[word]) | UINT64_C(1) << bit);
     slab->in_use++;
     unsigned slot = word * 64 + bit;
-    __atomic_store_n(&slab->allocated[slot], 1, __ATOMIC_RELAXED); /* after `used` (slab.h) */
+    /* After `used` (slab.h). */
+    __atomic_store_n(sm_slab_allocated_byte(slab, slot), 1, __ATOMIC_RELAXED);
     return (int)slot;
 }
 

@@ -743,6 +743,45 @@ static void test_invalid_frees_abort(void **state)
     sm_arena_free(p);
 }
 
+/* The first class whose slots are spaced wider than its allocated bytes (one byte per
+ * 2^allocated_shift bytes) and whose slabs end with a tail no slot uses, at a multiple of
+ * that spacing; SM_NB_CLASSES when the class list has none. */
+static unsigned class_with_bytes_between_slots(void)
+{
+    for (unsigned c = 0; c < SM_NB_CLASSES; c++) {
+        const struct sm_sizeclass_info *info = sm_sizeclass_geometry(c);
+        char *p = alloc_checked(0, c);
+        size_t spacing = (size_t)1 << locate(p).owner->allocated_shift;
+        sm_arena_free(p);
+        size_t used = (size_t)info->slots * info->slot_size;
+        if (spacing < info->slot_size && used < sm_sizeclass_slab_bytes(c) && used % spacing == 0)
+            return c;
+    }
+    return SM_NB_CLASSES;
+}
+
+/* Pointers whose allocated byte exists but belongs to no slot (free's fast lookup finds one
+ * byte per 2^allocated_shift bytes; only slot starts' bytes are ever 1): inside a slot at a
+ * multiple of the spacing, and in the slab's unused tail. Both free paths abort. */
+static void test_invalid_frees_between_slot_bytes_abort(void **state)
+{
+    (void)state;
+    unsigned cls = class_with_bytes_between_slots();
+    assert_int_not_equal(cls, SM_NB_CLASSES); /* the default class list has such classes */
+    char *p = alloc_checked(0, cls);
+    struct sm_class_state *s = locate(p).owner;
+    size_t spacing = (size_t)1 << s->allocated_shift;
+    char *tail = slab_start(s, locate(p).slab) + (size_t)s->info.slots * s->info.slot_size;
+    assert_fatal(free_cached_in_child, p + spacing, "invalid free");
+    assert_fatal(free_in_child, p + spacing, "invalid free");
+    assert_fatal(free_cached_in_child, tail, "invalid free");
+    assert_fatal(free_in_child, tail, "invalid free");
+    size_t usable;
+    assert_int_equal(sm_arena_slot_status(p, &usable), SM_SLOT_IN_USE);
+    sm_arena_free_cached(p);
+    assert_fatal(free_cached_in_child, p, "double free");
+}
+
 static void test_canary_corruption_aborts_on_free(void **state)
 {
     (void)state;
@@ -778,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_double_free_aborts),
         cmocka_unit_test(test_double_free_of_a_reused_slab_aborts),
         cmocka_unit_test(test_invalid_frees_abort),
+        cmocka_unit_test(test_invalid_frees_between_slot_bytes_abort),
         cmocka_unit_test(test_canary_corruption_aborts_on_free),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);

@@ -71,7 +71,7 @@ static void init_slabs(struct sm_slab_lists *lists, struct sm_slab *slabs)
 {
     sm_slab_lists_init(lists);
     for (unsigned i = 0; i < NB_TEST_SLABS; i++)
-        sm_slab_init(&slabs[i], 16, list_allocated_bytes[i]);
+        sm_slab_init(&slabs[i], 16, list_allocated_bytes[i], 1);
 }
 
 /* ---- one slab's slots ------------------------------------------------------------------- */
@@ -82,7 +82,7 @@ static void test_init_gives_an_empty_unlinked_slab(void **state)
     for (unsigned t = 0; t < NB_SLOT_COUNTS; t++) {
         struct sm_slab slab;
         memset(&slab, 0xa5, sizeof(slab)); /* init must not depend on prior content */
-        sm_slab_init(&slab, slot_counts[t], test_allocated_bytes);
+        sm_slab_init(&slab, slot_counts[t], test_allocated_bytes, 1);
         assert_int_equal(slab.slots, slot_counts[t]);
         assert_int_equal(slab.in_use, 0);
         assert_int_equal(slab.state, SM_SLAB_UNUSED);
@@ -103,7 +103,7 @@ static void test_first_claims_are_reported_only_on_fresh_slabs(void **state)
         unsigned slots = slot_counts[t];
         struct sm_slab slab;
         memset(&slab, 0, sizeof(slab)); /* init must set the record, whatever was there */
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
         /* A slab with a past: no slot is known to be untouched. */
         for (unsigned i = 0; i < slots; i++)
             assert_false(sm_slab_claim_first(&slab, i));
@@ -116,7 +116,7 @@ static void test_first_claims_are_reported_only_on_fresh_slabs(void **state)
         for (unsigned i = 0; i < slots; i++)
             assert_false(sm_slab_claim_first(&slab, i));
         /* A reset (the slab's memory reused) forgets the fresh state. */
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
         assert_false(sm_slab_claim_first(&slab, slots - 1));
     }
 }
@@ -127,7 +127,7 @@ static void test_claims_lowest_first_until_full(void **state)
     for (unsigned t = 0; t < NB_SLOT_COUNTS; t++) {
         unsigned slots = slot_counts[t];
         struct sm_slab slab;
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
         for (unsigned i = 0; i < slots; i++) {
             assert_false(sm_slab_is_full(&slab));
             assert_int_equal(sm_slab_claim_slot(&slab), (int)i);
@@ -150,7 +150,7 @@ static void test_release_then_claim_returns_the_released_slot(void **state)
         const unsigned picks[] = {0, slots / 2, slots - 1};
         for (unsigned p = 0; p < 3; p++) {
             struct sm_slab slab;
-            sm_slab_init(&slab, slots, test_allocated_bytes);
+            sm_slab_init(&slab, slots, test_allocated_bytes, 1);
             fill(&slab);
             assert_int_equal(sm_slab_release_slot(&slab, picks[p]), SM_SLAB_RELEASED);
             assert_false(sm_slab_slot_in_use(&slab, picks[p]));
@@ -167,7 +167,7 @@ static void test_release_of_every_slot_empties_the_slab(void **state)
     (void)state;
     for (unsigned t = 0; t < NB_SLOT_COUNTS; t++) {
         struct sm_slab slab;
-        sm_slab_init(&slab, slot_counts[t], test_allocated_bytes);
+        sm_slab_init(&slab, slot_counts[t], test_allocated_bytes, 1);
         fill(&slab);
         /* Release in an order other than the claims': from the top down. */
         for (unsigned i = slot_counts[t]; i-- > 0;)
@@ -185,7 +185,7 @@ static void test_releasing_a_free_slot_is_a_double_free_and_changes_nothing(void
     for (unsigned t = 0; t < NB_SLOT_COUNTS; t++) {
         unsigned slots = slot_counts[t];
         struct sm_slab slab;
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
 
         /* Never claimed. */
         struct sm_slab before = slab;
@@ -210,7 +210,7 @@ static void test_bits_beyond_the_slot_count_are_never_claimable(void **state)
     for (unsigned t = 0; t < NB_SLOT_COUNTS; t++) {
         unsigned slots = slot_counts[t];
         struct sm_slab slab;
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
         /* The bitmap marks them in use from the start... */
         for (unsigned i = slots; i < 256; i++)
             assert_true(sm_slab_slot_in_use(&slab, i));
@@ -239,7 +239,7 @@ static void test_claim_from_takes_the_first_free_slot_at_or_after_start(void **s
 {
     (void)state;
     struct sm_slab slab;
-    sm_slab_init(&slab, 65, test_allocated_bytes);
+    sm_slab_init(&slab, 65, test_allocated_bytes, 1);
     assert_int_equal(sm_slab_claim_slot_from(&slab, 63), 63);
     assert_int_equal(sm_slab_claim_slot_from(&slab, 63), 64); /* across a word boundary */
     assert_int_equal(sm_slab_claim_slot_from(&slab, 63), 0);  /* 65..255 do not exist: wrap */
@@ -247,14 +247,14 @@ static void test_claim_from_takes_the_first_free_slot_at_or_after_start(void **s
     assert_int_equal(sm_slab_claim_slot_from(&slab, 10), 10);
     assert_int_equal(slab.in_use, 5);
 
-    sm_slab_init(&slab, 256, test_allocated_bytes);
+    sm_slab_init(&slab, 256, test_allocated_bytes, 1);
     for (unsigned i = 200; i < 256; i++)
         assert_int_equal(sm_slab_claim_slot_from(&slab, i), (int)i);
     /* Everything from 200 up is taken: the search wraps to the start. */
     assert_int_equal(sm_slab_claim_slot_from(&slab, 230), 0);
 
     /* Only 130 and 140 free: the part of the start word below `start` is searched last. */
-    sm_slab_init(&slab, 256, test_allocated_bytes);
+    sm_slab_init(&slab, 256, test_allocated_bytes, 1);
     fill(&slab);
     assert_int_equal(sm_slab_release_slot(&slab, 130), SM_SLAB_RELEASED);
     assert_int_equal(sm_slab_release_slot(&slab, 140), SM_SLAB_RELEASED);
@@ -289,7 +289,7 @@ static void test_claims_releases_and_deferrals_follow_a_simple_model(void **stat
         enum slot_model model[256] = {MODEL_FREE};
         unsigned model_in_use = 0;
         struct sm_slab slab;
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
         for (unsigned step = 0; step < 20000; step++) {
             uint64_t r = rng_next();
             unsigned slot = (unsigned)(r >> 8) % slots;
@@ -349,7 +349,7 @@ static void test_a_deferred_slot_stays_in_use_but_is_not_allocated(void **state)
         unsigned slots = slot_counts[t];
         unsigned slot = slots - 1;
         struct sm_slab slab;
-        sm_slab_init(&slab, slots, test_allocated_bytes);
+        sm_slab_init(&slab, slots, test_allocated_bytes, 1);
         fill(&slab);
         assert_true(sm_slab_slot_allocated(&slab, slot));
 
@@ -382,7 +382,7 @@ static void test_deferring_a_free_slot_is_a_double_free(void **state)
 {
     (void)state;
     struct sm_slab slab;
-    sm_slab_init(&slab, 64, test_allocated_bytes);
+    sm_slab_init(&slab, 64, test_allocated_bytes, 1);
     struct sm_slab before = slab;
     assert_int_equal(sm_slab_defer_slot(&slab, 5), SM_SLAB_DOUBLE_FREE);
     assert_memory_equal(&slab, &before, sizeof(slab));
@@ -393,6 +393,37 @@ static void test_deferring_a_free_slot_is_a_double_free(void **state)
     assert_memory_equal(&slab, &before, sizeof(slab));
 }
 
+/* Spread-out allocated bytes (stride > 1): init zeroes the slots' bytes and those between,
+ * claims and frees write only slot i's byte at i * stride, and a byte between two slots'
+ * bytes (what a pointer into the middle of a slot finds) never defers anything. */
+static void test_strided_allocated_bytes_touch_only_slot_starts(void **state)
+{
+    (void)state;
+    enum { SLOTS = 9, STRIDE = 5, SPAN = (SLOTS - 1) * STRIDE + 1 };
+    uint8_t bytes[SPAN + 4];
+    memset(bytes, 0xee, sizeof(bytes));
+    struct sm_slab slab;
+    sm_slab_init(&slab, SLOTS, bytes, STRIDE);
+    for (unsigned i = 0; i < SPAN; i++)
+        assert_int_equal(bytes[i], 0);
+    assert_int_equal(bytes[SPAN], 0xee); /* nothing past the last slot's byte */
+    fill(&slab);
+    for (unsigned i = 0; i < SPAN; i++)
+        assert_int_equal(bytes[i], i % STRIDE == 0 ? 1 : 0);
+    assert_ptr_equal(sm_slab_allocated_byte(&slab, 3), &bytes[3 * STRIDE]);
+    assert_int_equal(sm_slab_defer_byte(&bytes[3 * STRIDE + 1]), SM_SLAB_DOUBLE_FREE);
+    assert_true(sm_slab_slot_allocated(&slab, 3));
+    assert_int_equal(sm_slab_defer_byte(&bytes[3 * STRIDE]), SM_SLAB_RELEASED);
+    assert_false(sm_slab_slot_allocated(&slab, 3));
+    assert_int_equal(sm_slab_defer_slot(&slab, 3), SM_SLAB_DOUBLE_FREE);
+    sm_slab_undefer_byte(&bytes[3 * STRIDE]);
+    assert_true(sm_slab_slot_allocated(&slab, 3));
+    assert_int_equal(sm_slab_release_slot(&slab, 8), SM_SLAB_RELEASED);
+    assert_int_equal(bytes[8 * STRIDE], 0);
+    assert_int_equal(sm_slab_claim_slot(&slab), 8);
+    assert_int_equal(bytes[8 * STRIDE], 1);
+}
+
 /* The allocated bytes are the caller's array: zeroed by init, 1 exactly while the user holds
  * the slot, and a hand-out (undefer) is a store into it. */
 static void test_allocated_bytes_live_in_the_callers_array(void **state)
@@ -401,7 +432,7 @@ static void test_allocated_bytes_live_in_the_callers_array(void **state)
     uint8_t bytes[40];
     memset(bytes, 0xee, sizeof(bytes));
     struct sm_slab slab;
-    sm_slab_init(&slab, 32, bytes);
+    sm_slab_init(&slab, 32, bytes, 1);
     for (unsigned i = 0; i < 32; i++)
         assert_int_equal(bytes[i], 0);
     assert_int_equal(bytes[32], 0xee); /* init touches `slots` bytes, no more */
@@ -447,7 +478,7 @@ static void test_racing_deferrals_of_one_slot_succeed_once(void **state)
     static uint8_t bytes[RACE_SLOTS];
     for (unsigned round = 0; round < RACE_ROUNDS; round++) {
         struct sm_slab slab;
-        sm_slab_init(&slab, RACE_SLOTS, bytes);
+        sm_slab_init(&slab, RACE_SLOTS, bytes, 1);
         fill(&slab);
         unsigned arrived = 0;
         struct race a = {&slab, &arrived, 0}, b = {&slab, &arrived, 0};
@@ -638,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_unlink_from_middle_head_and_tail),
         cmocka_unit_test(test_setting_the_same_state_moves_to_the_head),
         cmocka_unit_test(test_allocated_bytes_live_in_the_callers_array),
+        cmocka_unit_test(test_strided_allocated_bytes_touch_only_slot_starts),
         cmocka_unit_test(test_racing_deferrals_of_one_slot_succeed_once),
         cmocka_unit_test(test_unused_and_guard_have_no_list),
         cmocka_unit_test(test_list_last_is_the_oldest_member),

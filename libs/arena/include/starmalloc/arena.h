@@ -55,12 +55,16 @@ struct sm_class_state {
     uint32_t slabs_committed;         /* fresh slabs below this are committed (or guards) */
     uint32_t meta_committed;          /* metadata entries [0, meta_committed) are committed */
     size_t slabs_bytes_committed;     /* bytes of `slabs` committed (whole pages) */
-    size_t allocated_bytes_committed; /* bytes of `allocated_bytes` committed (whole pages) */
+    size_t allocated_bytes_committed; /* bytes of `allocated_bytes` committed (whole pages);
+                                         read without the lock by free */
+    uint32_t allocated_shift;         /* one allocated byte per 2^allocated_shift bytes */
     uint32_t empty_slabs_kept;        /* empty slabs kept committed (see SM_EMPTY_BYTES_KEPT) */
     struct sm_slab_lists lists;
     char *slab_memory;        /* the class region */
     struct sm_slab *slabs;    /* metadata, max_slabs entries */
-    uint8_t *allocated_bytes; /* the slabs' allocated bytes: info.slots per slab, in order */
+    uint8_t *allocated_bytes; /* the slots' allocated bytes: the byte of the slot at byte
+                                 offset o of the class region is allocated_bytes[o >>
+                                 allocated_shift]; the bytes in between stay 0 */
     uint64_t slots_in_use;    /* statistics: allocated or quarantined slots */
     uint64_t commit_failures;
     /* Slot quarantine: freed slots enter a random stage (a random entry is evicted into the

@@ -6,7 +6,10 @@
  * reusable (held in a quarantine or a thread cache). A deferred slot still counts as in use.
  * Which slots are allocated is one byte per slot, in an array the caller hands to
  * sm_slab_init: allocating a deferred slot is then a plain byte store, with no atomic
- * read-modify-write on a word that other threads' frees change too.
+ * read-modify-write on a word that other threads' frees change too. The bytes may be spread
+ * out (slot i's byte at allocated[i * stride]): a caller that keeps one byte per 2^k bytes of
+ * memory finds a slot's byte from its address with one shift, and the bytes in between,
+ * never written, stay 0 (so a pointer into the middle of a slot finds no allocated slot).
  * The engine works only on memory it is handed: it never maps, locks or reports; callers
  * hold the lock of the (arena, class) that owns the slabs, except for sm_slab_defer_slot,
  * sm_slab_undefer_slot and the read-only queries, which are atomic and safe without it. */
@@ -14,6 +17,7 @@
 #define STARMALLOC_SLAB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -36,13 +40,15 @@ enum sm_slab_state {
 struct sm_slab {
     uint64_t
         used[4]; /* bit i set = slot i in use (allocated or deferred); bits >= slots stay set */
-    uint8_t *allocated; /* `slots` bytes (the caller's): 1 = the user holds slot i, else 0 */
+    uint8_t *allocated; /* the caller's bytes: allocated[i * stride] = 1 when the user holds
+                           slot i, else 0 */
     uint32_t prev;      /* neighbours in the state list, by slab index */
     uint32_t next;
     uint16_t in_use; /* slots in use */
     uint16_t slots;  /* slots in this slab */
     uint8_t state;   /* enum sm_slab_state */
-    uint8_t reserved[3];
+    uint8_t reserved;
+    uint16_t stride;        /* distance between two slots' allocated bytes */
     uint64_t secret;        /* per-slab random value for the hardening policies (canaries) */
     uint64_t handed_out[4]; /* bit i set = slot i was claimed since the slab was fresh */
     uint64_t spare[4];      /* keeps the size at two cache lines, so &slabs[i] is a shift */
@@ -64,11 +70,12 @@ enum sm_slab_release_result {
     SM_SLAB_DOUBLE_FREE, /* the slot was not allocated (free or deferred): nothing changed */
 };
 
-/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked, with `allocated`
- * (`slots` bytes that stay the slab's until the next sm_slab_init) as its per-slot allocated
- * bytes, zeroed here. Every slot counts as claimed before (see sm_slab_claim_first): call
- * sm_slab_mark_fresh for a slab whose memory comes fresh from the kernel. */
-void sm_slab_init(struct sm_slab *slab, unsigned slots, uint8_t *allocated);
+/* Resets *slab to `slots` free slots (1..256), state UNUSED, unlinked, with slot i's
+ * allocated byte at allocated[i * stride] (stride 1..65535; the (slots - 1) * stride + 1
+ * bytes stay the slab's until the next sm_slab_init and are zeroed here). Every slot counts
+ * as claimed before (see sm_slab_claim_first): call sm_slab_mark_fresh for a slab whose
+ * memory comes fresh from the kernel. */
+void sm_slab_init(struct sm_slab *slab, unsigned slots, uint8_t *allocated, unsigned stride);
 
 /* Records that the slab's memory was never handed out: each slot's first claim from now on
  * is reported by sm_slab_claim_first. */
@@ -146,31 +153,44 @@ static inline uint64_t sm_slab_bit_of(unsigned slot)
     return UINT64_C(1) << (slot % 64);
 }
 
+/* The allocated byte of `slot` (< slab->slots). */
+static inline uint8_t *sm_slab_allocated_byte(const struct sm_slab *slab, unsigned slot)
+{
+    return slab->allocated + (size_t)slot * slab->stride;
+}
 /* Whether slot is allocated: in use and not deferred. */
 static inline bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot)
 {
-    return __atomic_load_n(&slab->allocated[slot], __ATOMIC_RELAXED) != 0;
+    return __atomic_load_n(sm_slab_allocated_byte(slab, slot), __ATOMIC_RELAXED) != 0;
 }
-
-/* Marks an allocated slot deferred: freed, but not claimable until sm_slab_release_deferred.
- * A slot that is free or already deferred is left unchanged and SM_SLAB_DOUBLE_FREE returned;
- * of two racing calls on one slot, exactly one succeeds. Safe without the owner's lock. */
-static inline enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
+/* Marks the allocated slot whose allocated byte is *byte deferred: freed, but not claimable
+ * until sm_slab_release_deferred. A slot that is free or already deferred (or a byte between
+ * two slots' bytes, always 0) is left unchanged and SM_SLAB_DOUBLE_FREE returned; of two
+ * racing calls on one slot, exactly one succeeds. Safe without the owner's lock. */
+static inline enum sm_slab_release_result sm_slab_defer_byte(uint8_t *byte)
 {
     /* Clearing a byte that is already 0 changes nothing: a free or deferred slot stays so. */
-    if (__atomic_exchange_n(&slab->allocated[slot], 0, __ATOMIC_RELAXED) != 1)
+    if (__atomic_exchange_n(byte, 0, __ATOMIC_RELAXED) != 1)
         return SM_SLAB_DOUBLE_FREE;
     return SM_SLAB_RELEASED;
 }
-
-/* Makes a deferred slot allocated again (a thread cache handing it to the user): one plain
- * byte store. The slot must be deferred and the caller the only one holding it. Safe
- * without the owner's lock. */
+/* sm_slab_defer_byte for `slot` of slab. */
+static inline enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
+{
+    return sm_slab_defer_byte(sm_slab_allocated_byte(slab, slot));
+}
+/* Makes the deferred slot whose allocated byte is *byte allocated again (a thread cache
+ * handing it to the user): one plain byte store. The slot must be deferred and the caller
+ * the only one holding it. Safe without the owner's lock. */
+static inline void sm_slab_undefer_byte(uint8_t *byte)
+{
+    __atomic_store_n(byte, 1, __ATOMIC_RELAXED);
+}
+/* sm_slab_undefer_byte for `slot` of slab. */
 static inline void sm_slab_undefer_slot(struct sm_slab *slab, unsigned slot)
 {
-    __atomic_store_n(&slab->allocated[slot], 1, __ATOMIC_RELAXED);
+    sm_slab_undefer_byte(sm_slab_allocated_byte(slab, slot));
 }
-
 #ifdef __cplusplus
 }
 #endif

@@ -269,12 +269,15 @@ static void slab_after_release(struct sm_class_state *s, uint32_t index)
 
 /* ---- slot quarantine --------------------------------------------------------------- */
 
-static void release_entry(struct sm_class_state *s, uint32_t entry)
+/* Quarantine entries are the slots' allocated-byte indices: the thread caches have them at
+ * hand, and a slot leaving the quarantine for a cache needs only its address (one shift). */
+void sm_arena_release_index_locked(struct sm_class_state *s, uint32_t index)
 {
-    uint32_t index = entry >> 8;
-    sm_slab_release_deferred(&s->slabs[index], entry & 0xff);
-    s->slots_in_use--;
-    slab_after_release(s, index);
+    size_t offset = (size_t)index << s->allocated_shift;
+    uint32_t slab = sm_sizeclass_slab_index(&s->info, (uint32_t)(offset / SM_PAGE_SIZE));
+    uint32_t slot =
+        sm_sizeclass_slot_index(&s->info, (uint32_t)(offset - (size_t)slab * s->slab_bytes));
+    sm_arena_release_deferred_locked(s, slab, slot);
 }
 
 /* Holds `entry` back: it replaces a random entry of the random stage, which moves to the
@@ -310,11 +313,11 @@ static bool quarantine_drain(struct sm_class_state *s)
         return false;
     for (uint32_t i = 0; i < s->quarantine_capacity; i++) {
         if (s->quarantine_random[i] != SM_QUARANTINE_NONE)
-            release_entry(s, s->quarantine_random[i]);
+            sm_arena_release_index_locked(s, s->quarantine_random[i]);
         s->quarantine_random[i] = SM_QUARANTINE_NONE;
     }
     for (uint32_t i = 0, at = s->fifo_head; i < s->fifo_count; i++) {
-        release_entry(s, s->quarantine_fifo[at]);
+        sm_arena_release_index_locked(s, s->quarantine_fifo[at]);
         at = at + 1 == s->quarantine_capacity ? 0 : at + 1;
     }
     s->fifo_head = 0;
@@ -451,14 +454,12 @@ void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, u
     slab_after_release(s, slab);
 }
 
-bool sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot,
-                                uint32_t *out_slab, uint32_t *out_slot)
+bool sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t index, uint32_t *out_index)
 {
-    uint32_t left = quarantine_push(s, slab << 8 | slot);
+    uint32_t left = quarantine_push(s, index);
     if (left == SM_QUARANTINE_NONE)
         return false;
-    *out_slab = left >> 8;
-    *out_slot = left & 0xff;
+    *out_index = left;
     return true;
 }
 
@@ -484,9 +485,9 @@ void sm_arena_free(void *p)
     if (!sm_harden_on_free(p, ref.slot_size, slab->secret))
         unlock_and_fail(s, "canary corrupted", p);
     if (SM_SLOT_QUARANTINE) {
-        uint32_t left = quarantine_push(s, ref.slab << 8 | ref.slot);
+        uint32_t left = quarantine_push(s, sm_arena_allocated_index(s, p));
         if (left != SM_QUARANTINE_NONE)
-            release_entry(s, left);
+            sm_arena_release_index_locked(s, left);
     } else {
         sm_arena_release_deferred_locked(s, ref.slab, ref.slot);
     }

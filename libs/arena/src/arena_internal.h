@@ -116,16 +116,19 @@ bool sm_arena_slab_holds_slots(const struct sm_slab *slab);
 /* With s's lock held: makes a deferred slot free. */
 void sm_arena_release_deferred_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot);
 
-/* With s's lock held: holds a deferred slot in the slot quarantine. When that makes another
- * slot leave the quarantine, returns true with it in out_slab and out_slot, still deferred:
- * the caller reuses it or releases it with sm_arena_release_deferred_locked. */
-bool sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t slab, uint32_t slot,
-                                uint32_t *out_slab, uint32_t *out_slot);
+/* With s's lock held: makes the deferred slot whose allocated byte has index `index` free. */
+void sm_arena_release_index_locked(struct sm_class_state *s, uint32_t index);
 
-static inline char *sm_arena_slot_address(const struct sm_class_state *s, uint32_t slab,
-                                          uint32_t slot)
+/* With s's lock held: holds the deferred slot whose allocated byte has index `index` in the
+ * slot quarantine. When that makes another slot leave the quarantine, returns true with its
+ * index in *out_index, still deferred: the caller reuses it or releases it with
+ * sm_arena_release_index_locked. */
+bool sm_arena_quarantine_locked(struct sm_class_state *s, uint32_t index, uint32_t *out_index);
+
+/* The start of the slot whose allocated byte has index `index` (see allocated_bytes). */
+static inline char *sm_arena_index_address(const struct sm_class_state *s, uint32_t index)
 {
-    return s->slab_memory + (size_t)slab * s->slab_bytes + (size_t)slot * s->info.slot_size;
+    return s->slab_memory + ((size_t)index << s->allocated_shift);
 }
 
 /* Thread caches (tcache.c). */

@@ -120,22 +120,21 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
 {
     struct sm_class_state *locked = NULL;
     void *back[PENDING_MAX];
-    struct sm_slab *back_slabs[PENDING_MAX];
+    uint32_t back_index[PENDING_MAX];
     uint32_t n = 0;
     for (uint32_t i = 0; i < bin->pending; i++) {
-        struct sm_slot_ref ref;
-        uint32_t slab, slot;
-        sm_arena_locate_trusted(bin->pending_slots[i], &ref);
-        struct sm_class_state *owner = ref.owner;
+        void *p = bin->pending_slots[i];
+        struct sm_class_state *owner = sm_arena_owner_of(p);
+        uint32_t left;
         lock_owner(&locked, owner);
-        if (!sm_arena_quarantine_locked(owner, ref.slab, ref.slot, &slab, &slot))
+        if (!sm_arena_quarantine_locked(owner, sm_arena_allocated_index(owner, p), &left))
             continue;
         if (owner != bin->home) { /* another arena's slot: back to its slab (see free) */
-            sm_arena_release_deferred_locked(owner, slab, slot);
+            sm_arena_release_index_locked(owner, left);
             continue;
         }
-        back[n] = sm_arena_slot_address(owner, slab, slot);
-        back_slabs[n] = &owner->slabs[slab];
+        back[n] = sm_arena_index_address(owner, left);
+        back_index[n] = left;
         n++;
     }
     uint32_t excess = bin->count + n > bin->capacity ? bin->count + n - bin->capacity : 0;
@@ -144,7 +143,8 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
     drop_bottom(bin, from_ready);
     release_slots(&locked, back, excess - from_ready);
     for (uint32_t i = excess - from_ready; i < n; i++)
-        push_ready(bin, back[i], sm_arena_allocated_index(bin->home, back[i]), back_slabs[i]);
+        push_ready(bin, back[i], back_index[i],
+                   SM_CANARIES ? sm_arena_slab_of(bin->home, back[i]) : NULL);
     if (locked)
         sm_lock_release(&locked->lock);
     bin->pending = 0;
@@ -412,13 +412,12 @@ static void free_to_owner(void *p)
         return_slots(&p, 1);
         return;
     }
-    struct sm_slot_ref ref;
-    uint32_t slab, slot;
-    sm_arena_locate_trusted(p, &ref);
-    sm_lock_acquire(&ref.owner->lock);
-    if (sm_arena_quarantine_locked(ref.owner, ref.slab, ref.slot, &slab, &slot))
-        sm_arena_release_deferred_locked(ref.owner, slab, slot);
-    sm_lock_release(&ref.owner->lock);
+    struct sm_class_state *owner = sm_arena_owner_of(p);
+    uint32_t left;
+    sm_lock_acquire(&owner->lock);
+    if (sm_arena_quarantine_locked(owner, sm_arena_allocated_index(owner, p), &left))
+        sm_arena_release_index_locked(owner, left);
+    sm_lock_release(&owner->lock);
 }
 
 /* A validated, deferred slot of `owner` (its allocated byte at `index` of the owner's; its

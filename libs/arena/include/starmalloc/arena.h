@@ -69,7 +69,9 @@ struct sm_class_state {
     uint64_t commit_failures;
     /* Slot quarantine: freed slots enter a random stage (a random entry is evicted into the
      * FIFO stage), and leave the FIFO stage oldest-first, back to their slab. Entries are
-     * (slab << 8 | slot); SM_QUARANTINE_NONE marks an empty place. */
+     * the slots' allocated-byte indices (their byte is allocated_bytes[entry]; the slot
+     * starts at slab_memory + (entry << allocated_shift)); SM_QUARANTINE_NONE marks an empty
+     * place. */
     uint32_t quarantine_capacity; /* entries per stage for this class (byte bound) */
     uint32_t quarantined;         /* entries held in both stages */
     uint32_t fifo_head;           /* oldest FIFO entry */

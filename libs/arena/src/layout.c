@@ -14,6 +14,10 @@ enum {
     MAX_REGION_SHIFT = 36,     /* page numbers in a class region stay below 2^24 */
     MIN_REGION_SHIFT = 18,     /* 256 KiB: still one slab of the largest class */
 };
+/* Allocated-byte indices (one byte per 16 bytes at most) fit in 32 bits, below the
+ * quarantine's empty mark. */
+_Static_assert(((uint64_t)1 << (DEFAULT_REGION_SHIFT - 4)) < SM_QUARANTINE_NONE,
+               "allocated-byte indices fit below SM_QUARANTINE_NONE");
 
 static size_t page_round(size_t bytes)
 {

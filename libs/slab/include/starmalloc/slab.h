@@ -11,8 +11,9 @@
  * memory finds a slot's byte from its address with one shift, and the bytes in between,
  * never written, stay 0 (so a pointer into the middle of a slot finds no allocated slot).
  * The engine works only on memory it is handed: it never maps, locks or reports; callers
- * hold the lock of the (arena, class) that owns the slabs, except for sm_slab_defer_slot,
- * sm_slab_undefer_slot and the read-only queries, which are atomic and safe without it. */
+ * hold the lock of the (arena, class) that owns the slabs, except for the defer and undefer
+ * functions (by slot or by byte) and the read-only queries, which are atomic and safe
+ * without it. */
 #ifndef STARMALLOC_SLAB_H
 #define STARMALLOC_SLAB_H
 
@@ -158,11 +159,13 @@ static inline uint8_t *sm_slab_allocated_byte(const struct sm_slab *slab, unsign
 {
     return slab->allocated + (size_t)slot * slab->stride;
 }
+
 /* Whether slot is allocated: in use and not deferred. */
 static inline bool sm_slab_slot_allocated(const struct sm_slab *slab, unsigned slot)
 {
     return __atomic_load_n(sm_slab_allocated_byte(slab, slot), __ATOMIC_RELAXED) != 0;
 }
+
 /* Marks the allocated slot whose allocated byte is *byte deferred: freed, but not claimable
  * until sm_slab_release_deferred. A slot that is free or already deferred (or a byte between
  * two slots' bytes, always 0) is left unchanged and SM_SLAB_DOUBLE_FREE returned; of two
@@ -174,11 +177,13 @@ static inline enum sm_slab_release_result sm_slab_defer_byte(uint8_t *byte)
         return SM_SLAB_DOUBLE_FREE;
     return SM_SLAB_RELEASED;
 }
+
 /* sm_slab_defer_byte for `slot` of slab. */
 static inline enum sm_slab_release_result sm_slab_defer_slot(struct sm_slab *slab, unsigned slot)
 {
     return sm_slab_defer_byte(sm_slab_allocated_byte(slab, slot));
 }
+
 /* Makes the deferred slot whose allocated byte is *byte allocated again (a thread cache
  * handing it to the user): one plain byte store. The slot must be deferred and the caller
  * the only one holding it. Safe without the owner's lock. */
@@ -186,11 +191,13 @@ static inline void sm_slab_undefer_byte(uint8_t *byte)
 {
     __atomic_store_n(byte, 1, __ATOMIC_RELAXED);
 }
+
 /* sm_slab_undefer_byte for `slot` of slab. */
 static inline void sm_slab_undefer_slot(struct sm_slab *slab, unsigned slot)
 {
     sm_slab_undefer_byte(sm_slab_allocated_byte(slab, slot));
 }
+
 #ifdef __cplusplus
 }
 #endif

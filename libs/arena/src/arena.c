@@ -273,11 +273,9 @@ static void slab_after_release(struct sm_class_state *s, uint32_t index)
  * hand, and a slot leaving the quarantine for a cache needs only its address (one shift). */
 void sm_arena_release_index_locked(struct sm_class_state *s, uint32_t index)
 {
-    size_t offset = (size_t)index << s->allocated_shift;
-    uint32_t slab = sm_sizeclass_slab_index(&s->info, (uint32_t)(offset / SM_PAGE_SIZE));
-    uint32_t slot =
-        sm_sizeclass_slot_index(&s->info, (uint32_t)(offset - (size_t)slab * s->slab_bytes));
-    sm_arena_release_deferred_locked(s, slab, slot);
+    size_t in_region = (size_t)index << s->allocated_shift;
+    uint32_t slab = sm_arena_slab_at(s, in_region);
+    sm_arena_release_deferred_locked(s, slab, sm_arena_slot_at(s, in_region, slab));
 }
 
 /* Holds `entry` back: it replaces a random entry of the random stage, which moves to the

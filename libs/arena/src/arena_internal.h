@@ -33,6 +33,20 @@ static inline struct sm_class_state *sm_arena_owner_of(const void *p)
     return &sm_layout.states[offset >> sm_layout.region_shift];
 }
 
+/* The slab that holds byte offset `in_region` of s's class region. */
+static inline uint32_t sm_arena_slab_at(const struct sm_class_state *s, size_t in_region)
+{
+    return sm_sizeclass_slab_index(&s->info, (uint32_t)(in_region / SM_PAGE_SIZE));
+}
+
+/* The slot of slab `slab` that starts at byte offset `in_region` of s's class region (exact
+ * for a slot start; see sm_sizeclass_slot_index for other offsets). */
+static inline uint32_t sm_arena_slot_at(const struct sm_class_state *s, size_t in_region,
+                                        uint32_t slab)
+{
+    return sm_sizeclass_slot_index(&s->info, (uint32_t)(in_region - (size_t)slab * s->slab_bytes));
+}
+
 /* Pointer -> (owner, slab, slot) by arithmetic, for a p known to be the start of a slot
  * (e.g. a slot a thread cache holds). Fills *ref whatever p is. */
 static inline void sm_arena_locate_trusted(const void *p, struct sm_slot_ref *ref)
@@ -40,11 +54,9 @@ static inline void sm_arena_locate_trusted(const void *p, struct sm_slot_ref *re
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
     struct sm_class_state *owner = &sm_layout.states[offset >> sm_layout.region_shift];
     size_t in_region = offset & sm_layout.region_mask;
-    uint32_t slab = sm_sizeclass_slab_index(&owner->info, (uint32_t)(in_region / SM_PAGE_SIZE));
-    uint32_t in_slab = (uint32_t)(in_region - (size_t)slab * owner->slab_bytes);
     ref->owner = owner;
-    ref->slab = slab;
-    ref->slot = sm_sizeclass_slot_index(&owner->info, in_slab);
+    ref->slab = sm_arena_slab_at(owner, in_region);
+    ref->slot = sm_arena_slot_at(owner, in_region, ref->slab);
     ref->slot_size = owner->info.slot_size;
 }
 
@@ -93,8 +105,7 @@ static inline bool sm_arena_allocated_lookup(const void *p, struct sm_class_stat
  * per-slab secret. */
 static inline struct sm_slab *sm_arena_slab_of(const struct sm_class_state *s, const void *p)
 {
-    size_t in_region = (size_t)((const char *)p - s->slab_memory);
-    return &s->slabs[sm_sizeclass_slab_index(&s->info, (uint32_t)(in_region / SM_PAGE_SIZE))];
+    return &s->slabs[sm_arena_slab_at(s, (size_t)((const char *)p - s->slab_memory))];
 }
 
 /* Claims up to `count` slots of s (one lock acquisition), marks them deferred (held by a

@@ -26,7 +26,7 @@ struct cache_bin {
     uint32_t pending_capacity;   /* freed slots gathered before they enter the quarantine */
     uint32_t refill;             /* slots claimed per refill */
     struct sm_class_state *home; /* this class in the thread's arena */
-    uint8_t *allocated;          /* home->allocated_bytes */
+    uint8_t *allocated;          /* home->allocated_bytes, copied: one load less in malloc */
     void *slots[CACHE_SLOTS_MAX];
     uint32_t allocated_index[CACHE_SLOTS_MAX]; /* each slot's byte: allocated[index] */
     struct sm_slab *slabs[CACHE_SLOTS_MAX];    /* for the canary's secret (SM_CANARIES only) */

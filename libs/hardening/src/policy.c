@@ -3,6 +3,7 @@
 
 #include "bytes.h"
 #include "starmalloc/hardening.h"
+#include "starmalloc/region.h"
 
 static atomic_uint_fast64_t guard_failures;
 
@@ -44,7 +45,7 @@ int sm_harden_on_alloc_fresh(void *slot, size_t slot_size, uint64_t secret)
 
 void sm_harden_zero_freed_large(void *p, size_t bytes)
 {
-    sm_bytes_zero_cold(p, bytes);
+    sm_region_clear(p, bytes, sm_bytes_zero_cold);
 }
 
 int sm_harden_canary_intact(const void *slot, size_t slot_size, uint64_t secret)

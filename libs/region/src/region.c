@@ -186,6 +186,41 @@ void sm_region_reuse_purged(size_t bytes)
     count_committed(bytes);
 }
 
+/* The number of pages from `first` on (below `pages`) with the same residency as `first`. */
+static size_t residency_run(const unsigned char *resident, size_t first, size_t pages)
+{
+    size_t end = first + 1;
+    while (end < pages && (resident[end] & 1) == (resident[first] & 1))
+        end++;
+    return end - first;
+}
+
+void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr, size_t bytes))
+{
+    enum { WINDOW_PAGES = 512 }; /* mincore's answer for 2 MiB of 4 KiB pages, on the stack */
+    unsigned char resident[WINDOW_PAGES];
+    const size_t page = sm_region_kernel_page_size();
+    char *at = addr;
+    char *end = at + bytes;
+    while (at < end) {
+        size_t window =
+            (size_t)(end - at) < WINDOW_PAGES * page ? (size_t)(end - at) : WINDOW_PAGES * page;
+        if (window % page != 0 || mincore(at, window, resident) != 0) {
+            zero_resident(at, (size_t)(end - at));
+            return;
+        }
+        size_t pages = window / page;
+        for (size_t first = 0; first < pages;) {
+            size_t run = residency_run(resident, first, pages);
+            char *run_addr = at + first * page;
+            if ((resident[first] & 1) || madvise(run_addr, run * page, MADV_DONTNEED) != 0)
+                zero_resident(run_addr, run * page);
+            first += run;
+        }
+        at += window;
+    }
+}
+
 void sm_region_populate(void *addr, size_t bytes)
 {
     enum { POPULATE_WRITE = 23 }; /* MADV_POPULATE_WRITE, absent from older headers */

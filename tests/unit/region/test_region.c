@@ -84,7 +84,7 @@ static bool range_faults(char *p, size_t bytes)
 /* How many pages of [p, p + bytes) are resident; -1 when part of the range is unmapped. */
 static long resident_pages(void *p, size_t bytes)
 {
-    unsigned char vec[256];
+    unsigned char vec[2048];
     size_t pages = bytes / PAGE;
     assert_true(pages <= sizeof(vec));
     if (mincore(p, bytes, vec) != 0) {
@@ -230,6 +230,55 @@ static void test_decommit_of_part_leaves_the_rest(void **state)
     assert_true(pattern_intact(p, 0, 2 * PAGE));
     assert_true(pattern_intact(p, 4 * PAGE, bytes));
     assert_true(sm_region_unmap(p, bytes, 6 * PAGE));
+}
+
+/* ---- clear ------------------------------------------------------------------------------ */
+
+static size_t bytes_zeroed_by_clear;
+
+static void zero_and_count(void *addr, size_t bytes)
+{
+    memset(addr, 0, bytes);
+    bytes_zeroed_by_clear += bytes;
+}
+
+static void test_clear_zeroes_resident_pages_and_faults_in_no_other(void **state)
+{
+    (void)state;
+    /* Three of clear's mincore windows (512 pages each), touched here and there: at the
+     * start, alone, on both sides of a window boundary, at the end. */
+    enum { PAGES = 1100 };
+    static const size_t touched[] = {0, 1, 2, 100, 510, 511, 512, 513, 1024, PAGES - 1};
+    enum { TOUCHED = sizeof(touched) / sizeof(touched[0]) };
+    size_t bytes = PAGES * PAGE;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    (void)madvise(p, bytes, MADV_NOHUGEPAGE); /* one touch = one page, whatever THP says */
+    for (size_t i = 0; i < TOUCHED; i++)
+        fill_pattern(p + touched[i] * PAGE, PAGE);
+    assert_int_equal(resident_pages(p, bytes), TOUCHED);
+
+    bytes_zeroed_by_clear = 0;
+    sm_region_clear(p, bytes, zero_and_count);
+    assert_int_equal(bytes_zeroed_by_clear, TOUCHED * PAGE); /* the resident pages only */
+    assert_int_equal(resident_pages(p, bytes), TOUCHED);     /* nothing else faulted in */
+    assert_true(all_bytes_equal(p, bytes, 0));
+    assert_true(sm_region_unmap(p, bytes, bytes));
+}
+
+static void test_clear_zeroes_whole_what_mincore_refuses(void **state)
+{
+    (void)state;
+    /* A range mincore refuses (it does not start on a page) is zeroed whole. */
+    size_t bytes = 8 * PAGE;
+    char *p = committed_with_pattern(bytes);
+    bytes_zeroed_by_clear = 0;
+    sm_region_clear(p + 16, bytes - 16, zero_and_count);
+    assert_int_equal(bytes_zeroed_by_clear, bytes - 16);
+    assert_true(pattern_intact(p, 0, 16));
+    assert_true(all_bytes_equal(p + 16, bytes - 16, 0));
+    assert_true(sm_region_unmap(p, bytes, bytes));
 }
 
 static void test_protect_none_keeps_content(void **state)
@@ -597,6 +646,8 @@ int main(void)
         cmocka_unit_test(test_commit_makes_pages_readable_and_writable),
         cmocka_unit_test(test_decommit_drops_content_and_access),
         cmocka_unit_test(test_decommit_of_part_leaves_the_rest),
+        cmocka_unit_test(test_clear_zeroes_resident_pages_and_faults_in_no_other),
+        cmocka_unit_test(test_clear_zeroes_whole_what_mincore_refuses),
         cmocka_unit_test(test_protect_none_keeps_content),
         cmocka_unit_test(test_guard_markers_match_the_kernel),
         cmocka_unit_test(test_guard_drops_content_and_access),

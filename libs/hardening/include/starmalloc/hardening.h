@@ -47,8 +47,9 @@ int sm_harden_on_alloc_fresh(void *slot, size_t slot_size, uint64_t secret);
 int sm_harden_on_free(void *slot, size_t slot_size, uint64_t secret);
 
 /* Zeroes a freed large object [p, p + bytes) (p page-aligned) that stays unused for a while:
- * with streaming stores where the CPU has them, which neither read the memory first nor
- * fill the cache with it. */
+ * the pages it touched with streaming stores where the CPU has them, which neither read the
+ * memory first nor fill the cache with it; the pages it never touched (or that are in swap)
+ * are discarded instead of faulted in (sm_region_clear). */
 void sm_harden_zero_freed_large(void *p, size_t bytes);
 
 /* Whether the canary of an allocated slot is intact (always 1 when canaries are off). */

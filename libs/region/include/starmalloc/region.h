@@ -67,6 +67,13 @@ bool sm_region_purge(void *addr, size_t bytes);
 /* A purged range of `bytes` bytes is in use again: counts it as committed. */
 void sm_region_reuse_purged(size_t bytes);
 
+/* Makes the committed, writable range [addr, addr + bytes) read as zero without faulting in
+ * the pages it never touched: runs of resident pages go to zero_resident (the caller's way of
+ * clearing memory), the other runs are discarded (MADV_DONTNEED, which also drops copies in
+ * swap) and read as zero when next touched. Still counted as committed. Where the kernel
+ * cannot tell residency (mincore fails) or refuses a discard, zero_resident clears the rest. */
+void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr, size_t bytes));
+
 /* Best effort: makes the kernel fault in the pages of the committed range [addr, addr +
  * bytes) now, writable (MADV_POPULATE_WRITE, Linux 5.14 and later), so that a range about to
  * be read and written takes one system call instead of up to two faults per page. Does

@@ -98,8 +98,10 @@ STARMALLOC_API void starmalloc_stats_get(struct starmalloc_stats *out);
 STARMALLOC_API void starmalloc_stats_print(int fd);
 
 /* Returns the memory of every empty slab to the kernel (the address space stays reserved
- * and reusable). Returns 1 when memory was released, else 0 (glibc malloc_trim). pad is
- * accepted for compatibility and ignored: StarMalloc keeps no heap top to pad. */
+ * and reusable), unmaps the freed large mappings kept for reuse, and decommits the pages of
+ * large objects held in the large quarantine (they stay quarantined). Returns 1 when memory was
+ * released, else 0 (glibc malloc_trim). pad is accepted for compatibility and ignored: StarMalloc
+ * keeps no heap top to pad. */
 STARMALLOC_API int starmalloc_trim(size_t pad);
 
 #ifdef __cplusplus

@@ -31,7 +31,8 @@ bool sm_heap_resize_in_place(void *p, size_t usable, size_t size);
 bool sm_large_init(void);
 /* *zeroed = 1 when the object's bytes are known to be zero (a fresh or decommitted mapping). */
 void *sm_large_alloc(size_t size, size_t align, int *zeroed);
-/* Unmaps the freed mappings kept for reuse; returns the bytes of memory that gave back. */
+/* Unmaps the freed mappings kept for reuse and decommits the pages of quarantined objects;
+ * returns the bytes of memory that gave back. */
 size_t sm_large_trim(void);
 void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */

@@ -171,6 +171,30 @@ static void large_objects_ask_for_huge_pages(void **state)
         print_message("no transparent huge pages in this kernel: only the alignment is checked\n");
 }
 
+/* A freed large object keeps its pages, so that reusing it faults in none (zeroed and
+ * PROT_NONE with zero on free or large quarantine, in the quarantine too; as it was in preset
+ * none), while a byte budget allows; trim gives them back. */
+static void trim_gives_back_freed_large_pages(void **state)
+{
+    (void)state;
+    const size_t size = 4 * MiB;
+    starmalloc_trim(0); /* earlier tests' freed objects out of the budget */
+    char *p = checked_malloc(size);
+    fill(p, size, 3);
+    struct starmalloc_stats live, freed, trimmed;
+    starmalloc_stats_get(&live);
+    ABI(free)(p);
+    starmalloc_stats_get(&freed);
+    if (freed.committed_bytes + size / 2 < live.committed_bytes)
+        fail_msg("freeing a %zu-byte large object gave its pages back (committed %zu -> %zu)", size,
+                 live.committed_bytes, freed.committed_bytes);
+    assert_int_equal(starmalloc_trim(0), 1);
+    starmalloc_stats_get(&trimmed);
+    if (trimmed.committed_bytes + size > freed.committed_bytes)
+        fail_msg("trim kept the pages of a freed %zu-byte large object (committed %zu -> %zu)",
+                 size, freed.committed_bytes, trimmed.committed_bytes);
+}
+
 static int compare_pointers(const void *a, const void *b)
 {
     uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
@@ -810,6 +834,7 @@ int main(void)
         cmocka_unit_test(malloc_every_small_size),
         cmocka_unit_test(malloc_large_sizes),
         cmocka_unit_test(large_objects_ask_for_huge_pages),
+        cmocka_unit_test(trim_gives_back_freed_large_pages),
         cmocka_unit_test(malloc_zero_distinct),
         cmocka_unit_test(malloc_too_large),
         cmocka_unit_test(calloc_zeroed),

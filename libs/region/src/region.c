@@ -2,11 +2,14 @@
 #define _GNU_SOURCE /* mremap */
 #include "starmalloc/region.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "starmalloc/config.h"
@@ -179,6 +182,53 @@ bool sm_region_purge(void *addr, size_t bytes)
         return false;
     count_uncommitted(bytes);
     return true;
+}
+
+/* The kernel's name for the calling thread in pidfd system calls (PIDFD_SELF_THREAD in
+ * recent kernels' <linux/pidfd.h>), so that no pidfd has to be opened and kept open. */
+enum { PIDFD_OF_THIS_THREAD = -10000, PURGE_BATCH = 64 };
+
+/* Set once process_madvise failed for a reason that will not change (no such call, no
+ * PIDFD_SELF, advice not allowed, a seccomp filter): later batches go straight to madvise. */
+static atomic_bool batch_purge_refused;
+
+/* Purges up to PURGE_BATCH ranges with one process_madvise; returns how many it purged. */
+static size_t purge_batch(void *const *addrs, size_t count, size_t bytes)
+{
+#ifdef SYS_process_madvise
+    if (atomic_load_explicit(&batch_purge_refused, memory_order_relaxed))
+        return 0;
+    struct iovec ranges[PURGE_BATCH];
+    for (size_t i = 0; i < count; i++)
+        ranges[i] = (struct iovec){addrs[i], bytes};
+    int saved_errno = errno; /* free(3) leaves errno alone */
+    long done = syscall(SYS_process_madvise, PIDFD_OF_THIS_THREAD, ranges, count, MADV_DONTNEED, 0);
+    if (done < 0 && errno != EINTR && errno != EAGAIN && errno != ENOMEM)
+        atomic_store_explicit(&batch_purge_refused, true, memory_order_relaxed);
+    errno = saved_errno;
+    /* A partial answer covers whole ranges from the first. */
+    return done > 0 ? (size_t)done / bytes : 0;
+#else
+    (void)addrs, (void)count, (void)bytes;
+    return 0;
+#endif
+}
+
+size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes)
+{
+    size_t purged = 0;
+    while (purged < count) {
+        size_t batch = count - purged < PURGE_BATCH ? count - purged : PURGE_BATCH;
+        size_t done = batch > 1 ? purge_batch(addrs + purged, batch, bytes) : 0;
+        count_uncommitted(done * bytes);
+        purged += done;
+        if (done < batch) { /* the rest of this batch one by one */
+            if (!sm_region_purge(addrs[purged], bytes))
+                return purged;
+            purged++;
+        }
+    }
+    return purged;
 }
 
 void sm_region_reuse_purged(size_t bytes)

@@ -11,12 +11,16 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -230,6 +234,79 @@ static void test_decommit_of_part_leaves_the_rest(void **state)
     assert_true(pattern_intact(p, 0, 2 * PAGE));
     assert_true(pattern_intact(p, 4 * PAGE, bytes));
     assert_true(sm_region_unmap(p, bytes, 6 * PAGE));
+}
+
+/* ---- purge many ------------------------------------------------------------------------- */
+
+enum { PURGE_SLOTS = 150, PURGE_RANGES = PURGE_SLOTS / 3 * 2 };
+
+/* Purges two of every three 2-page ranges of a committed, touched mapping (more ranges than
+ * one batch holds) and checks the result: the purged pages are gone and read as zero, the
+ * others keep their content, the committed count drops by the purged bytes. Returns false
+ * (in a child: exits 1) at the first difference. */
+static bool purge_many_purges_exactly_those_ranges(void)
+{
+    const size_t range = 2 * PAGE, bytes = PURGE_SLOTS * range;
+    char *p = sm_region_reserve(bytes, PAGE);
+    if (!p || !sm_region_commit(p, bytes))
+        return false;
+    (void)madvise(p, bytes, MADV_NOHUGEPAGE);
+    memset(p, 0x5a, bytes);
+    void *ranges[PURGE_RANGES];
+    size_t n = 0;
+    for (size_t i = 0; i < PURGE_SLOTS; i++)
+        if (i % 3 != 1)
+            ranges[n++] = p + i * range;
+    size_t before = sm_region_committed_bytes();
+    if (sm_region_purge_many(ranges, n, range) != n)
+        return false;
+    if (sm_region_committed_bytes() != before - n * range)
+        return false;
+    for (size_t i = 0; i < PURGE_SLOTS; i++) {
+        char *r = p + i * range;
+        bool purged = i % 3 != 1;
+        if (resident_pages(r, range) != (purged ? 0 : 2))
+            return false;
+        if (r[0] != (purged ? 0 : 0x5a) || r[range - 1] != (purged ? 0 : 0x5a))
+            return false;
+    }
+    return sm_region_unmap(p, bytes, bytes - n * range);
+}
+
+static void test_purge_many_gives_back_exactly_those_ranges(void **state)
+{
+    (void)state;
+    assert_true(purge_many_purges_exactly_those_ranges());
+}
+
+/* The same where process_madvise(2) does not exist (older kernels, seccomp filters): in a
+ * child whose seccomp filter makes it fail with ENOSYS, the ranges are purged one by one. */
+static void test_purge_many_works_without_process_madvise(void **state)
+{
+    (void)state;
+#ifdef SYS_process_madvise
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        struct sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_madvise, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog program = {sizeof(filter) / sizeof(filter[0]), filter};
+        CHILD_CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+        CHILD_CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0);
+        errno = 0;
+        CHILD_CHECK(syscall(SYS_process_madvise, -10000, NULL, 0, MADV_DONTNEED, 0) == -1 &&
+                    errno == ENOSYS);
+        CHILD_CHECK(purge_many_purges_exactly_those_ranges());
+        _exit(0);
+    }
+    assert_exited_cleanly(wait_child(pid));
+#else
+    skip(); /* no such system call in these headers: sm_region_purge_many never tries it */
+#endif
 }
 
 /* ---- clear ------------------------------------------------------------------------------ */
@@ -646,6 +723,8 @@ int main(void)
         cmocka_unit_test(test_commit_makes_pages_readable_and_writable),
         cmocka_unit_test(test_decommit_drops_content_and_access),
         cmocka_unit_test(test_decommit_of_part_leaves_the_rest),
+        cmocka_unit_test(test_purge_many_gives_back_exactly_those_ranges),
+        cmocka_unit_test(test_purge_many_works_without_process_madvise),
         cmocka_unit_test(test_clear_zeroes_resident_pages_and_faults_in_no_other),
         cmocka_unit_test(test_clear_zeroes_whole_what_mincore_refuses),
         cmocka_unit_test(test_protect_none_keeps_content),

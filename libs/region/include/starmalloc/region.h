@@ -64,6 +64,13 @@ bool sm_region_unguard(void *addr, size_t bytes);
  * refuses. */
 bool sm_region_purge(void *addr, size_t bytes);
 
+/* sm_region_purge for `count` page-aligned ranges of `bytes` bytes each, starting at
+ * addrs[0..count), with as few system calls as the kernel allows: one process_madvise(2) on
+ * the calling thread (PIDFD_SELF) for up to 64 ranges where the kernel accepts it, else one
+ * madvise per range (older kernels, seccomp filters). Returns how many ranges, from the
+ * first, were purged: count unless the kernel refused. */
+size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes);
+
 /* A purged range of `bytes` bytes is in use again: counts it as committed. */
 void sm_region_reuse_purged(size_t bytes);
 

@@ -710,16 +710,15 @@ static void slab_use_after_free(bool write)
     struct geometry g = geometry_for(SM_MAX_SMALL_SIZE - CANARY_BYTES);
     /* How many slabs. Of those emptied, libs/arena keeps the partial list's head and one empty
      * or more slabs committed (64 KiB of empty slabs, at least 1, with slab quarantine: see
-     * empty_slabs_kept) and retires the others,
-     * oldest first, into the slab quarantine, which holds the last SM_SLAB_QUARANTINE retired.
-     * Slots still in the slot quarantine (2 stages of `capacity` entries, each entry possibly
-     * in another slab) keep up to 2 * capacity more slabs in use, and the first slab's own
-     * slots leave it only after enough later frees: the random stage keeps an entry through
-     * k more frees with probability (1 - 1/capacity)^k, so 30 * capacity later frees make a
-     * failure of the setup less likely than 1e-12. Hence at least `needed` slabs; and for the
-     * first slab to be still held when the second round allocates, at most
-     * SM_SLAB_QUARANTINE + 1 + kept slabs, as then at most SM_SLAB_QUARANTINE slabs are
-     * retired. */
+     * empty_slabs_kept; up to twice as many, as it retires them in batches once twice as many
+     * are empty) and retires the others, oldest first, into the slab quarantine, which holds the
+     * last SM_SLAB_QUARANTINE retired. Slots still in the slot quarantine (2 stages of `capacity`
+     * entries, each entry possibly in another slab) keep up to 2 * capacity more slabs in use, and
+     * the first slab's own slots leave it only after enough later frees: the random stage keeps an
+     * entry through k more frees with probability (1 - 1/capacity)^k, so 30 * capacity later frees
+     * make a failure of the setup less likely than 1e-12. Hence at least `needed` slabs; and for
+     * the first slab to be still held when the second round allocates, at most SM_SLAB_QUARANTINE +
+     * 1 + kept slabs, as then at most SM_SLAB_QUARANTINE slabs are retired. */
     size_t capacity = slot_quarantine_capacity(g.slot_size);
     size_t needed = 2 * capacity + 3;
     size_t flush = (30 * capacity + g.slots - 1) / g.slots + 1;

@@ -220,13 +220,19 @@ static uint32_t refill_partial(struct sm_class_state *s)
     return index;
 }
 
-/* Without slab quarantine: purges the oldest empty slabs until `keep` are left, with one
- * system call per 64 of them (sm_region_purge_many). On the test VM a page given back costs
- * about 6 us in a madvise of its own and 1.2 us in a batch: the call, not the page, is most
- * of the cost. Returns the slabs purged; stops early only when the kernel refuses. */
-static size_t purge_empty_slabs(struct sm_class_state *s, uint32_t keep)
+/* Gives the oldest empty slabs back to the kernel until `keep` are left, with one or two
+ * system calls per 64 of them (sm_region_purge_many, sm_region_guard_many). On the test VM
+ * a page given back costs about 6 us in a madvise of its own and 1.2 us in a batch, and a
+ * guard marker put on a slab that still has its pages about 30 us: the calls, not the
+ * pages, were most of the cost. Without slab quarantine the slabs are purged and reusable at
+ * once (decommitted list); with it they are guarded and wait on the quarantined list behind
+ * SM_SLAB_QUARANTINE others (the oldest then become reusable). Returns the slabs given back;
+ * stops early only when the kernel refuses. */
+static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep)
 {
     enum { BATCH_MAX = 64 };
+    const enum sm_slab_state retired =
+        SM_SLAB_QUARANTINE ? SM_SLAB_QUARANTINED : SM_SLAB_DECOMMITTED;
     uint32_t indices[BATCH_MAX];
     void *starts[BATCH_MAX];
     size_t total = 0;
@@ -234,45 +240,37 @@ static size_t purge_empty_slabs(struct sm_class_state *s, uint32_t keep)
         size_t n = 0;
         while (n < BATCH_MAX && s->lists.by_state[SM_SLAB_EMPTY].count > keep) {
             uint32_t index = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_EMPTY);
-            sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_DECOMMITTED);
+            sm_slab_set_state(&s->lists, s->slabs, index, retired); /* oldest first */
             indices[n] = index;
             starts[n] = slab_start(s, index);
             n++;
         }
-        size_t purged = sm_region_purge_many(starts, n, s->slab_bytes);
-        total += purged;
-        if (purged < n) {
-            sm_harden_note_guard_failure("an empty slab could not be returned to the kernel");
-            for (size_t i = purged; i < n; i++) /* still committed: empty, not decommitted */
-                sm_slab_set_state(&s->lists, s->slabs, indices[i], SM_SLAB_EMPTY);
+        size_t done = SM_SLAB_QUARANTINE ? sm_region_guard_many(starts, n, s->slab_bytes)
+                                         : sm_region_purge_many(starts, n, s->slab_bytes);
+        for (size_t i = done; i < n; i++) /* still committed: empty, not given back */
+            sm_slab_set_state(&s->lists, s->slabs, indices[i], SM_SLAB_EMPTY);
+        while (SM_SLAB_QUARANTINE &&
+               s->lists.by_state[SM_SLAB_QUARANTINED].count > SM_SLAB_QUARANTINE) {
+            uint32_t oldest = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_QUARANTINED);
+            sm_slab_set_state(&s->lists, s->slabs, oldest, SM_SLAB_DECOMMITTED);
+        }
+        total += done;
+        if (done < n) {
+            sm_harden_note_guard_failure("an empty slab could not be returned to the kernel "
+                                         "(vm.max_map_count reached?)");
             break;
         }
     }
     return total;
 }
 
-/* Hands the oldest empty slab back to the kernel once more than s->empty_slabs_max are
- * empty (the hysteresis that keeps alloc/free loops away from system calls). With slab
- * quarantine it then waits, inaccessible, behind SM_SLAB_QUARANTINE others before reuse. */
+/* Once more than s->empty_slabs_max slabs are empty, the oldest go back to the kernel, down
+ * to s->empty_slabs_kept (the hysteresis that keeps alloc/free loops away from system
+ * calls, and lets the slabs go in batches). */
 static void retire_empty_slabs(struct sm_class_state *s)
 {
-    if (s->lists.by_state[SM_SLAB_EMPTY].count <= s->empty_slabs_max)
-        return;
-    if (!SM_SLAB_QUARANTINE) {
-        purge_empty_slabs(s, s->empty_slabs_kept);
-        return;
-    }
-    uint32_t index = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_EMPTY);
-    if (!give_back_slab(s, index)) {
-        sm_harden_note_guard_failure("an empty slab could not be returned to the kernel "
-                                     "(vm.max_map_count reached?)");
-        return;
-    }
-    sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_QUARANTINED);
-    if (s->lists.by_state[SM_SLAB_QUARANTINED].count > SM_SLAB_QUARANTINE) {
-        uint32_t oldest = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_QUARANTINED);
-        sm_slab_set_state(&s->lists, s->slabs, oldest, SM_SLAB_DECOMMITTED);
-    }
+    if (s->lists.by_state[SM_SLAB_EMPTY].count > s->empty_slabs_max)
+        give_back_empty_slabs(s, s->empty_slabs_kept);
 }
 
 static void make_empty(struct sm_class_state *s, uint32_t index)
@@ -574,8 +572,8 @@ static size_t trim_class(struct sm_class_state *s)
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
     if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index]))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
-    if (!SM_SLAB_QUARANTINE)
-        bytes = purge_empty_slabs(s, 0) * s->slab_bytes;
+    if (!SM_SLAB_QUARANTINE) /* trimmed slabs skip the slab quarantine (below) */
+        bytes = give_back_empty_slabs(s, 0) * s->slab_bytes;
     while ((index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY)) != SM_SLAB_NIL) {
         if (!give_back_slab(s, index))
             break;

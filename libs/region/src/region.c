@@ -188,28 +188,32 @@ bool sm_region_purge(void *addr, size_t bytes)
  * recent kernels' <linux/pidfd.h>), so that no pidfd has to be opened and kept open. */
 enum { PIDFD_OF_THIS_THREAD = -10000, PURGE_BATCH = 64 };
 
-/* Set once process_madvise failed for a reason that will not change (no such call, no
- * PIDFD_SELF, advice not allowed, a seccomp filter): later batches go straight to madvise. */
-static atomic_bool batch_purge_refused;
+/* Per advice (purge, guard), set once process_madvise failed for a reason that will not
+ * change (no such call, no PIDFD_SELF, advice not allowed there, a seccomp filter): later
+ * batches go straight to madvise. */
+enum batch_advice { BATCH_PURGE, BATCH_GUARD, BATCH_ADVICES };
+static atomic_bool batch_refused[BATCH_ADVICES];
 
-/* Purges up to PURGE_BATCH ranges with one process_madvise; returns how many it purged. */
-static size_t purge_batch(void *const *addrs, size_t count, size_t bytes)
+/* Applies `advice` to up to PURGE_BATCH ranges with one process_madvise; returns how many
+ * ranges, from the first, it was applied to (0 where batches are refused). */
+static size_t advise_batch(void *const *addrs, size_t count, size_t bytes, enum batch_advice which)
 {
 #ifdef SYS_process_madvise
-    if (atomic_load_explicit(&batch_purge_refused, memory_order_relaxed))
+    if (count < 2 || atomic_load_explicit(&batch_refused[which], memory_order_relaxed))
         return 0;
     struct iovec ranges[PURGE_BATCH];
     for (size_t i = 0; i < count; i++)
         ranges[i] = (struct iovec){addrs[i], bytes};
+    int advice = which == BATCH_PURGE ? MADV_DONTNEED : ADVICE_GUARD_INSTALL;
     int saved_errno = errno; /* free(3) leaves errno alone */
-    long done = syscall(SYS_process_madvise, PIDFD_OF_THIS_THREAD, ranges, count, MADV_DONTNEED, 0);
+    long done = syscall(SYS_process_madvise, PIDFD_OF_THIS_THREAD, ranges, count, advice, 0);
     if (done < 0 && errno != EINTR && errno != EAGAIN && errno != ENOMEM)
-        atomic_store_explicit(&batch_purge_refused, true, memory_order_relaxed);
+        atomic_store_explicit(&batch_refused[which], true, memory_order_relaxed);
     errno = saved_errno;
     /* A partial answer covers whole ranges from the first. */
     return done > 0 ? (size_t)done / bytes : 0;
 #else
-    (void)addrs, (void)count, (void)bytes;
+    (void)addrs, (void)count, (void)bytes, (void)which;
     return 0;
 #endif
 }
@@ -219,7 +223,7 @@ size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes)
     size_t purged = 0;
     while (purged < count) {
         size_t batch = count - purged < PURGE_BATCH ? count - purged : PURGE_BATCH;
-        size_t done = batch > 1 ? purge_batch(addrs + purged, batch, bytes) : 0;
+        size_t done = advise_batch(addrs + purged, batch, bytes, BATCH_PURGE);
         count_uncommitted(done * bytes);
         purged += done;
         if (done < batch) { /* the rest of this batch one by one */
@@ -229,6 +233,29 @@ size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes)
         }
     }
     return purged;
+}
+
+size_t sm_region_guard_many(void *const *addrs, size_t count, size_t bytes)
+{
+    size_t guarded = 0;
+    while (guarded < count) {
+        size_t batch = count - guarded < PURGE_BATCH ? count - guarded : PURGE_BATCH;
+        size_t done = 0;
+        if (sm_region_guard_markers() &&
+            !atomic_load_explicit(&markers_refused, memory_order_relaxed)) {
+            /* Markers go in fast over ranges without pages: the pages go first, in a batch. */
+            (void)advise_batch(addrs + guarded, batch, bytes, BATCH_PURGE);
+            done = advise_batch(addrs + guarded, batch, bytes, BATCH_GUARD);
+        }
+        count_uncommitted(done * bytes);
+        guarded += done;
+        if (done < batch) { /* the rest of this batch one by one */
+            if (!sm_region_guard(addrs[guarded], bytes))
+                return guarded;
+            guarded++;
+        }
+    }
+    return guarded;
 }
 
 void sm_region_reuse_purged(size_t bytes)

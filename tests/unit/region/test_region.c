@@ -309,6 +309,37 @@ static void test_purge_many_works_without_process_madvise(void **state)
 #endif
 }
 
+static void test_guard_many_makes_exactly_those_ranges_trap(void **state)
+{
+    (void)state;
+    const size_t range = 2 * PAGE, bytes = PURGE_SLOTS * range;
+    char *p = sm_region_reserve(bytes, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes));
+    (void)madvise(p, bytes, MADV_NOHUGEPAGE);
+    memset(p, 0x5a, bytes);
+    void *ranges[PURGE_RANGES];
+    size_t n = 0;
+    for (size_t i = 0; i < PURGE_SLOTS; i++)
+        if (i % 3 != 1)
+            ranges[n++] = p + i * range;
+    size_t before = sm_region_committed_bytes();
+    assert_int_equal(sm_region_guard_many(ranges, n, range), n);
+    assert_int_equal(sm_region_committed_bytes(), before - n * range);
+    for (size_t i = 0; i < PURGE_SLOTS; i++) {
+        char *r = p + i * range;
+        if (i % 3 == 1) {
+            assert_int_equal(resident_pages(r, range), 2);
+            assert_true(all_bytes_equal(r, range, 0x5a));
+        } else if (i % 10 == 0) { /* a sample: each probe forks twice */
+            assert_true(range_faults(r, range));
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        assert_true(sm_region_unguard(ranges[i], range));
+    assert_true(sm_region_unmap(p, bytes, bytes));
+}
+
 /* ---- clear ------------------------------------------------------------------------------ */
 
 static size_t bytes_zeroed_by_clear;
@@ -725,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_decommit_of_part_leaves_the_rest),
         cmocka_unit_test(test_purge_many_gives_back_exactly_those_ranges),
         cmocka_unit_test(test_purge_many_works_without_process_madvise),
+        cmocka_unit_test(test_guard_many_makes_exactly_those_ranges_trap),
         cmocka_unit_test(test_clear_zeroes_resident_pages_and_faults_in_no_other),
         cmocka_unit_test(test_clear_zeroes_whole_what_mincore_refuses),
         cmocka_unit_test(test_protect_none_keeps_content),

@@ -71,6 +71,12 @@ bool sm_region_purge(void *addr, size_t bytes);
  * first, were purged: count unless the kernel refused. */
 size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes);
 
+/* sm_region_guard for `count` page-aligned ranges of `bytes` bytes each, batched like
+ * sm_region_purge_many: with guard markers, the ranges lose their pages in one call and get
+ * their markers in another (a marker goes into a range without pages far faster than into
+ * one with pages). Returns how many ranges, from the first, were guarded. */
+size_t sm_region_guard_many(void *const *addrs, size_t count, size_t bytes);
+
 /* A purged range of `bytes` bytes is in use again: counts it as committed. */
 void sm_region_reuse_purged(size_t bytes);
 

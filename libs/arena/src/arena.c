@@ -173,34 +173,55 @@ static bool give_back_slab(const struct sm_class_state *s, uint32_t index)
     return sm_region_purge(slab_start(s, index), s->slab_bytes);
 }
 
-static bool take_back_slab(const struct sm_class_state *s, uint32_t index)
+/* Makes `count` slabs that went back to the kernel (starts[i]) usable again; returns how
+ * many, from the first. */
+static size_t take_back_slabs(const struct sm_class_state *s, void *const *starts, size_t count)
 {
     if (!SM_SLAB_QUARANTINE) {
-        sm_region_reuse_purged(s->slab_bytes);
-        return true;
+        sm_region_reuse_purged(count * s->slab_bytes);
+        return count;
     }
-    if (!sm_region_unguard(slab_start(s, index), s->slab_bytes))
-        return false;
+    size_t done = sm_region_unguard_many(starts, count, s->slab_bytes);
     /* The write-after-free check reads each slot before the user writes it: without this,
      * each page would fault twice (a read maps the zero page, the write copies it). */
     if (SM_WRITE_AFTER_FREE_CHECK)
-        sm_region_populate(slab_start(s, index), s->slab_bytes);
-    return true;
+        sm_region_populate_many(starts, done, s->slab_bytes);
+    return done;
 }
 
-/* A slab that went back to the kernel, committed and reset; or SM_SLAB_NIL. */
+/* A slab that went back to the kernel, committed and reset; or SM_SLAB_NIL. With slab
+ * quarantine, where each slab taken back costs system calls, up to s->empty_slabs_kept of
+ * them are taken back at once (one or two calls for all): the others join the empty list. */
 static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_state from)
 {
-    uint32_t index = sm_slab_list_last(&s->lists, s->slabs, from);
-    if (index == SM_SLAB_NIL)
+    enum { BATCH_MAX = 64 };
+    uint32_t batch = SM_SLAB_QUARANTINE && from == SM_SLAB_DECOMMITTED ? s->empty_slabs_kept : 1;
+    if (batch > BATCH_MAX)
+        batch = BATCH_MAX;
+    uint32_t indices[BATCH_MAX];
+    void *starts[BATCH_MAX];
+    size_t n = 0;
+    uint32_t index;
+    while (n < batch && (index = sm_slab_list_last(&s->lists, s->slabs, from)) != SM_SLAB_NIL) {
+        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_UNUSED);
+        indices[n] = index;
+        starts[n] = slab_start(s, index);
+        n++;
+    }
+    if (n == 0)
         return SM_SLAB_NIL;
-    if (!take_back_slab(s, index)) {
+    size_t done = take_back_slabs(s, starts, n);
+    for (size_t i = done; i < n; i++) /* still given back */
+        sm_slab_set_state(&s->lists, s->slabs, indices[i], from);
+    if (done == 0) {
         s->commit_failures++;
         return SM_SLAB_NIL;
     }
-    sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_UNUSED);
-    init_slab(s, index, false);
-    return index;
+    for (size_t i = 0; i < done; i++)
+        init_slab(s, indices[i], false);
+    for (size_t i = 1; i < done; i++)
+        sm_slab_set_state(&s->lists, s->slabs, indices[i], SM_SLAB_EMPTY);
+    return indices[0];
 }
 
 /* A slab with a free slot when the partial list is empty: a retained empty slab, then one

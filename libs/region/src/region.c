@@ -191,7 +191,10 @@ enum { PIDFD_OF_THIS_THREAD = -10000, PURGE_BATCH = 64 };
 /* Per advice (purge, guard), set once process_madvise failed for a reason that will not
  * change (no such call, no PIDFD_SELF, advice not allowed there, a seccomp filter): later
  * batches go straight to madvise. */
-enum batch_advice { BATCH_PURGE, BATCH_GUARD, BATCH_ADVICES };
+enum batch_advice { BATCH_PURGE, BATCH_GUARD, BATCH_UNGUARD, BATCH_POPULATE, BATCH_ADVICES };
+enum { ADVICE_POPULATE_WRITE = 23 }; /* MADV_POPULATE_WRITE, absent from older headers */
+static const int batch_advice_value[BATCH_ADVICES] = {MADV_DONTNEED, ADVICE_GUARD_INSTALL,
+                                                      ADVICE_GUARD_REMOVE, ADVICE_POPULATE_WRITE};
 static atomic_bool batch_refused[BATCH_ADVICES];
 
 /* Applies `advice` to up to PURGE_BATCH ranges with one process_madvise; returns how many
@@ -204,9 +207,9 @@ static size_t advise_batch(void *const *addrs, size_t count, size_t bytes, enum 
     struct iovec ranges[PURGE_BATCH];
     for (size_t i = 0; i < count; i++)
         ranges[i] = (struct iovec){addrs[i], bytes};
-    int advice = which == BATCH_PURGE ? MADV_DONTNEED : ADVICE_GUARD_INSTALL;
     int saved_errno = errno; /* free(3) leaves errno alone */
-    long done = syscall(SYS_process_madvise, PIDFD_OF_THIS_THREAD, ranges, count, advice, 0);
+    long done = syscall(SYS_process_madvise, PIDFD_OF_THIS_THREAD, ranges, count,
+                        batch_advice_value[which], 0);
     if (done < 0 && errno != EINTR && errno != EAGAIN && errno != ENOMEM)
         atomic_store_explicit(&batch_refused[which], true, memory_order_relaxed);
     errno = saved_errno;
@@ -258,6 +261,27 @@ size_t sm_region_guard_many(void *const *addrs, size_t count, size_t bytes)
     return guarded;
 }
 
+size_t sm_region_unguard_many(void *const *addrs, size_t count, size_t bytes)
+{
+    size_t unguarded = 0;
+    while (unguarded < count) {
+        size_t batch = count - unguarded < PURGE_BATCH ? count - unguarded : PURGE_BATCH;
+        size_t done = 0;
+        /* Only ranges guarded by markers alone: a PROT_NONE mapping needs an mprotect each. */
+        if (sm_region_guard_markers() &&
+            !atomic_load_explicit(&markers_refused, memory_order_relaxed))
+            done = advise_batch(addrs + unguarded, batch, bytes, BATCH_UNGUARD);
+        count_committed(done * bytes);
+        unguarded += done;
+        if (done < batch) { /* the rest of this batch one by one */
+            if (!sm_region_unguard(addrs[unguarded], bytes))
+                return unguarded;
+            unguarded++;
+        }
+    }
+    return unguarded;
+}
+
 void sm_region_reuse_purged(size_t bytes)
 {
     count_committed(bytes);
@@ -300,8 +324,18 @@ void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr,
 
 void sm_region_populate(void *addr, size_t bytes)
 {
-    enum { POPULATE_WRITE = 23 }; /* MADV_POPULATE_WRITE, absent from older headers */
-    (void)madvise(addr, bytes, POPULATE_WRITE);
+    (void)madvise(addr, bytes, ADVICE_POPULATE_WRITE);
+}
+
+void sm_region_populate_many(void *const *addrs, size_t count, size_t bytes)
+{
+    for (size_t at = 0; at < count;) {
+        size_t batch = count - at < PURGE_BATCH ? count - at : PURGE_BATCH;
+        size_t done = advise_batch(addrs + at, batch, bytes, BATCH_POPULATE);
+        at += done;
+        if (done < batch) /* the rest of this batch one by one */
+            sm_region_populate(addrs[at++], bytes);
+    }
 }
 
 void sm_region_advise_huge(void *addr, size_t bytes)

@@ -309,7 +309,7 @@ static void test_purge_many_works_without_process_madvise(void **state)
 #endif
 }
 
-static void test_guard_many_makes_exactly_those_ranges_trap(void **state)
+static void test_guard_many_and_unguard_many(void **state)
 {
     (void)state;
     const size_t range = 2 * PAGE, bytes = PURGE_SLOTS * range;
@@ -335,8 +335,15 @@ static void test_guard_many_makes_exactly_those_ranges_trap(void **state)
             assert_true(range_faults(r, range));
         }
     }
-    for (size_t i = 0; i < n; i++)
-        assert_true(sm_region_unguard(ranges[i], range));
+    /* Back in one batch: counted, accessible, zero; populated: resident again. */
+    assert_int_equal(sm_region_unguard_many(ranges, n, range), n);
+    assert_int_equal(sm_region_committed_bytes(), before);
+    sm_region_populate_many(ranges, n, range);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(resident_pages(ranges[i], range), 2);
+        assert_true(all_bytes_equal(ranges[i], range, 0));
+        memset(ranges[i], 0x33, range);
+    }
     assert_true(sm_region_unmap(p, bytes, bytes));
 }
 
@@ -756,7 +763,7 @@ int main(void)
         cmocka_unit_test(test_decommit_of_part_leaves_the_rest),
         cmocka_unit_test(test_purge_many_gives_back_exactly_those_ranges),
         cmocka_unit_test(test_purge_many_works_without_process_madvise),
-        cmocka_unit_test(test_guard_many_makes_exactly_those_ranges_trap),
+        cmocka_unit_test(test_guard_many_and_unguard_many),
         cmocka_unit_test(test_clear_zeroes_resident_pages_and_faults_in_no_other),
         cmocka_unit_test(test_clear_zeroes_whole_what_mincore_refuses),
         cmocka_unit_test(test_protect_none_keeps_content),

@@ -56,6 +56,11 @@ bool sm_region_guard(void *addr, size_t bytes);
  * counts it as committed. Returns false (nothing changed) when the kernel refuses. */
 bool sm_region_unguard(void *addr, size_t bytes);
 
+/* sm_region_unguard for `count` ranges of `bytes` bytes each, batched like
+ * sm_region_purge_many where they are guarded by markers. Returns how many ranges, from the
+ * first, were unguarded. */
+size_t sm_region_unguard_many(void *const *addrs, size_t count, size_t bytes);
+
 /* Returns the pages' memory to the kernel (MADV_DONTNEED) but leaves [addr, addr + bytes)
  * readable and writable: it reads as zero afterwards and takes memory again page by page as
  * it is touched. Cheaper than a decommit and a later commit (the mapping is not changed);
@@ -92,6 +97,10 @@ void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr,
  * be read and written takes one system call instead of up to two faults per page. Does
  * nothing where the kernel does not support it or refuses (the pages then fault in on use). */
 void sm_region_populate(void *addr, size_t bytes);
+
+/* sm_region_populate for `count` ranges of `bytes` bytes each, batched like
+ * sm_region_purge_many. */
+void sm_region_populate_many(void *const *addrs, size_t count, size_t bytes);
 
 /* The size of a transparent huge page on x86-64 and arm64 with 4 KiB pages. */
 enum { SM_REGION_HUGE_PAGE_SIZE = 2 << 20 };

@@ -221,65 +221,93 @@ static size_t advise_batch(void *const *addrs, size_t count, size_t bytes, enum 
 #endif
 }
 
-size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes)
+/* Applies one operation to `count` ranges of `bytes` bytes: batches of up to PURGE_BATCH
+ * ranges through `batch` (which returns how many ranges, from the first, it covered, 0 where
+ * batches are not possible), and the first range a batch left out through `one` before the
+ * next batch. Returns how many ranges, from the first, were done; stops at the first range
+ * `one` fails on. */
+static size_t for_ranges(void *const *addrs, size_t count, size_t bytes,
+                         size_t (*batch)(void *const *addrs, size_t count, size_t bytes),
+                         bool (*one)(void *addr, size_t bytes))
 {
-    size_t purged = 0;
-    while (purged < count) {
-        size_t batch = count - purged < PURGE_BATCH ? count - purged : PURGE_BATCH;
-        size_t done = advise_batch(addrs + purged, batch, bytes, BATCH_PURGE);
-        count_uncommitted(done * bytes);
-        purged += done;
-        if (done < batch) { /* the rest of this batch one by one */
-            if (!sm_region_purge(addrs[purged], bytes))
-                return purged;
-            purged++;
+    size_t done = 0;
+    while (done < count) {
+        size_t size = count - done < PURGE_BATCH ? count - done : PURGE_BATCH;
+        size_t covered = batch(addrs + done, size, bytes);
+        done += covered;
+        if (covered < size) {
+            if (!one(addrs[done], bytes))
+                return done;
+            done++;
         }
     }
-    return purged;
+    return done;
+}
+
+/* Whether guarded ranges are guarded by markers alone (not by PROT_NONE mappings, which
+ * need an mprotect each). */
+static bool markers_only(void)
+{
+    return sm_region_guard_markers() &&
+           !atomic_load_explicit(&markers_refused, memory_order_relaxed);
+}
+
+static size_t purge_batch(void *const *addrs, size_t count, size_t bytes)
+{
+    size_t done = advise_batch(addrs, count, bytes, BATCH_PURGE);
+    count_uncommitted(done * bytes);
+    return done;
+}
+
+static size_t guard_batch(void *const *addrs, size_t count, size_t bytes)
+{
+    if (!markers_only())
+        return 0;
+    /* Markers go in fast over ranges without pages: the pages go first, in a batch. */
+    (void)advise_batch(addrs, count, bytes, BATCH_PURGE);
+    size_t done = advise_batch(addrs, count, bytes, BATCH_GUARD);
+    count_uncommitted(done * bytes);
+    return done;
+}
+
+static size_t unguard_batch(void *const *addrs, size_t count, size_t bytes)
+{
+    if (!markers_only())
+        return 0;
+    size_t done = advise_batch(addrs, count, bytes, BATCH_UNGUARD);
+    count_committed(done * bytes);
+    return done;
+}
+
+static size_t populate_batch(void *const *addrs, size_t count, size_t bytes)
+{
+    return advise_batch(addrs, count, bytes, BATCH_POPULATE);
+}
+
+static bool populate_one(void *addr, size_t bytes)
+{
+    sm_region_populate(addr, bytes);
+    return true; /* best effort */
+}
+
+size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes)
+{
+    return for_ranges(addrs, count, bytes, purge_batch, sm_region_purge);
 }
 
 size_t sm_region_guard_many(void *const *addrs, size_t count, size_t bytes)
 {
-    size_t guarded = 0;
-    while (guarded < count) {
-        size_t batch = count - guarded < PURGE_BATCH ? count - guarded : PURGE_BATCH;
-        size_t done = 0;
-        if (sm_region_guard_markers() &&
-            !atomic_load_explicit(&markers_refused, memory_order_relaxed)) {
-            /* Markers go in fast over ranges without pages: the pages go first, in a batch. */
-            (void)advise_batch(addrs + guarded, batch, bytes, BATCH_PURGE);
-            done = advise_batch(addrs + guarded, batch, bytes, BATCH_GUARD);
-        }
-        count_uncommitted(done * bytes);
-        guarded += done;
-        if (done < batch) { /* the rest of this batch one by one */
-            if (!sm_region_guard(addrs[guarded], bytes))
-                return guarded;
-            guarded++;
-        }
-    }
-    return guarded;
+    return for_ranges(addrs, count, bytes, guard_batch, sm_region_guard);
 }
 
 size_t sm_region_unguard_many(void *const *addrs, size_t count, size_t bytes)
 {
-    size_t unguarded = 0;
-    while (unguarded < count) {
-        size_t batch = count - unguarded < PURGE_BATCH ? count - unguarded : PURGE_BATCH;
-        size_t done = 0;
-        /* Only ranges guarded by markers alone: a PROT_NONE mapping needs an mprotect each. */
-        if (sm_region_guard_markers() &&
-            !atomic_load_explicit(&markers_refused, memory_order_relaxed))
-            done = advise_batch(addrs + unguarded, batch, bytes, BATCH_UNGUARD);
-        count_committed(done * bytes);
-        unguarded += done;
-        if (done < batch) { /* the rest of this batch one by one */
-            if (!sm_region_unguard(addrs[unguarded], bytes))
-                return unguarded;
-            unguarded++;
-        }
-    }
-    return unguarded;
+    return for_ranges(addrs, count, bytes, unguard_batch, sm_region_unguard);
+}
+
+void sm_region_populate_many(void *const *addrs, size_t count, size_t bytes)
+{
+    (void)for_ranges(addrs, count, bytes, populate_batch, populate_one);
 }
 
 void sm_region_reuse_purged(size_t bytes)
@@ -325,17 +353,6 @@ void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr,
 void sm_region_populate(void *addr, size_t bytes)
 {
     (void)madvise(addr, bytes, ADVICE_POPULATE_WRITE);
-}
-
-void sm_region_populate_many(void *const *addrs, size_t count, size_t bytes)
-{
-    for (size_t at = 0; at < count;) {
-        size_t batch = count - at < PURGE_BATCH ? count - at : PURGE_BATCH;
-        size_t done = advise_batch(addrs + at, batch, bytes, BATCH_POPULATE);
-        at += done;
-        if (done < batch) /* the rest of this batch one by one */
-            sm_region_populate(addrs[at++], bytes);
-    }
 }
 
 void sm_region_advise_huge(void *addr, size_t bytes)

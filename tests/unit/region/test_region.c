@@ -238,7 +238,24 @@ static void test_decommit_of_part_leaves_the_rest(void **state)
 
 /* ---- purge many ------------------------------------------------------------------------- */
 
-enum { PURGE_SLOTS = 150, PURGE_RANGES = PURGE_SLOTS / 3 * 2 };
+enum { PURGE_SLOTS = 150, PURGE_RANGES = PURGE_SLOTS / 3 * 2, RANGE = 2 * PAGE };
+static const size_t range = RANGE, bytes_for_many = PURGE_SLOTS * RANGE;
+
+/* A committed mapping of PURGE_SLOTS ranges of 2 pages, every byte 0x5a, on 4 KiB pages;
+ * ranges[] gets two of every three ranges (the others stay untouched), more than one batch.
+ * NULL when the kernel refuses. */
+static char *mapping_for_many(void *ranges[PURGE_RANGES])
+{
+    char *p = sm_region_reserve(bytes_for_many, PAGE);
+    if (!p || !sm_region_commit(p, bytes_for_many))
+        return NULL;
+    (void)madvise(p, bytes_for_many, MADV_NOHUGEPAGE);
+    memset(p, 0x5a, bytes_for_many);
+    for (size_t i = 0, n = 0; i < PURGE_SLOTS; i++)
+        if (i % 3 != 1)
+            ranges[n++] = p + i * range;
+    return p;
+}
 
 /* Purges two of every three 2-page ranges of a committed, touched mapping (more ranges than
  * one batch holds) and checks the result: the purged pages are gone and read as zero, the
@@ -246,17 +263,11 @@ enum { PURGE_SLOTS = 150, PURGE_RANGES = PURGE_SLOTS / 3 * 2 };
  * (in a child: exits 1) at the first difference. */
 static bool purge_many_purges_exactly_those_ranges(void)
 {
-    const size_t range = 2 * PAGE, bytes = PURGE_SLOTS * range;
-    char *p = sm_region_reserve(bytes, PAGE);
-    if (!p || !sm_region_commit(p, bytes))
-        return false;
-    (void)madvise(p, bytes, MADV_NOHUGEPAGE);
-    memset(p, 0x5a, bytes);
     void *ranges[PURGE_RANGES];
-    size_t n = 0;
-    for (size_t i = 0; i < PURGE_SLOTS; i++)
-        if (i % 3 != 1)
-            ranges[n++] = p + i * range;
+    char *p = mapping_for_many(ranges);
+    if (!p)
+        return false;
+    const size_t n = PURGE_RANGES;
     size_t before = sm_region_committed_bytes();
     if (sm_region_purge_many(ranges, n, range) != n)
         return false;
@@ -270,7 +281,7 @@ static bool purge_many_purges_exactly_those_ranges(void)
         if (r[0] != (purged ? 0 : 0x5a) || r[range - 1] != (purged ? 0 : 0x5a))
             return false;
     }
-    return sm_region_unmap(p, bytes, bytes - n * range);
+    return sm_region_unmap(p, bytes_for_many, bytes_for_many - n * range);
 }
 
 static void test_purge_many_gives_back_exactly_those_ranges(void **state)
@@ -312,17 +323,10 @@ static void test_purge_many_works_without_process_madvise(void **state)
 static void test_guard_many_and_unguard_many(void **state)
 {
     (void)state;
-    const size_t range = 2 * PAGE, bytes = PURGE_SLOTS * range;
-    char *p = sm_region_reserve(bytes, PAGE);
-    assert_non_null(p);
-    assert_true(sm_region_commit(p, bytes));
-    (void)madvise(p, bytes, MADV_NOHUGEPAGE);
-    memset(p, 0x5a, bytes);
     void *ranges[PURGE_RANGES];
-    size_t n = 0;
-    for (size_t i = 0; i < PURGE_SLOTS; i++)
-        if (i % 3 != 1)
-            ranges[n++] = p + i * range;
+    char *p = mapping_for_many(ranges);
+    assert_non_null(p);
+    const size_t n = PURGE_RANGES;
     size_t before = sm_region_committed_bytes();
     assert_int_equal(sm_region_guard_many(ranges, n, range), n);
     assert_int_equal(sm_region_committed_bytes(), before - n * range);
@@ -344,7 +348,7 @@ static void test_guard_many_and_unguard_many(void **state)
         assert_true(all_bytes_equal(ranges[i], range, 0));
         memset(ranges[i], 0x33, range);
     }
-    assert_true(sm_region_unmap(p, bytes, bytes));
+    assert_true(sm_region_unmap(p, bytes_for_many, bytes_for_many));
 }
 
 /* ---- clear ------------------------------------------------------------------------------ */

@@ -195,7 +195,8 @@ static size_t take_back_slabs(const struct sm_class_state *s, void *const *start
 static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_state from)
 {
     enum { BATCH_MAX = 64 };
-    uint32_t batch = SM_SLAB_QUARANTINE && from == SM_SLAB_DECOMMITTED ? s->empty_slabs_kept : 1;
+    uint32_t batch =
+        SM_SLAB_QUARANTINE != 0 && from == SM_SLAB_DECOMMITTED ? s->empty_slabs_kept : 1;
     if (batch > BATCH_MAX)
         batch = BATCH_MAX;
     uint32_t indices[BATCH_MAX];
@@ -270,7 +271,7 @@ static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep)
                                          : sm_region_purge_many(starts, n, s->slab_bytes);
         for (size_t i = done; i < n; i++) /* still committed: empty, not given back */
             sm_slab_set_state(&s->lists, s->slabs, indices[i], SM_SLAB_EMPTY);
-        while (SM_SLAB_QUARANTINE &&
+        while (SM_SLAB_QUARANTINE != 0 &&
                s->lists.by_state[SM_SLAB_QUARANTINED].count > SM_SLAB_QUARANTINE) {
             uint32_t oldest = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_QUARANTINED);
             sm_slab_set_state(&s->lists, s->slabs, oldest, SM_SLAB_DECOMMITTED);

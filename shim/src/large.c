@@ -122,6 +122,26 @@ static size_t guard_bytes(void)
     return pages * SM_PAGE_SIZE;
 }
 
+/* The most guard bytes an object has after it (guard_bytes). */
+static size_t guard_bytes_max(void)
+{
+    if (SM_LARGE_GUARDS != 2)
+        return SM_LARGE_GUARDS ? SM_PAGE_SIZE : 0;
+    return RANDOM_GUARD_PAGES_MAX * SM_PAGE_SIZE;
+}
+
+/* A freed object keeps the guard after it but not the room it had to grow into
+ * (sm_large_grow): that address space would count against the quarantine's bound. */
+static void release_growth_room(struct sm_avl_entry *entry)
+{
+    uintptr_t keep_end = entry->addr + entry->size + guard_bytes_max();
+    uintptr_t map_end = entry->map_addr + entry->map_size;
+    if (map_end <= keep_end)
+        return;
+    sm_region_release((void *)keep_end, map_end - keep_end);
+    entry->map_size = keep_end - entry->map_addr;
+}
+
 /* Large objects of at least a huge page start on a huge-page boundary and ask for
  * transparent huge pages: one fault then maps 2 MiB instead of 4 KiB (about a seventh of the
  * time per byte on the reference machine, docs/performance.md), which is most of the cost of
@@ -494,6 +514,7 @@ void sm_large_free(void *p)
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     bool may_keep_pages = reserve_committed_locked(entry.size); /* in the same critical section */
     sm_lock_release(&large.lock);
+    release_growth_room(&entry);
     /* Still mapped until here, so no other object can have been given this address. */
     struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
     if (may_keep_pages) {
@@ -517,6 +538,68 @@ void sm_large_free(void *p)
     hold_freed(&object);
 }
 
+/* Grows the object at `old` to `usable` bytes where it is, into the inaccessible room after
+ * it, when the room also leaves a fresh guard after the new end and the object stays as
+ * aligned as a new one of that size (object_align): one mprotect. */
+static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable)
+{
+    if (old->addr % object_align(usable, SM_PAGE_SIZE) != 0)
+        return false;
+    uintptr_t end = old->addr + old->size;
+    size_t room = old->map_addr + old->map_size - end;
+    size_t more = usable - old->size;
+    if (room < more || room - more < guard_bytes())
+        return false;
+    if (!sm_region_commit((void *)end, more))
+        return false;
+    sm_lock_acquire(&large.lock);
+    struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
+    if (entry)
+        entry->size = usable;
+    sm_lock_release(&large.lock);
+    advise_object(old->addr, usable);
+    return true;
+}
+
+/* Moves the object at `old` to a new place of `usable` bytes with fresh guards, huge-page
+ * aligned when it is large enough, and as much room again after it (inaccessible address
+ * space) for the next grow_in_place; the pages move there without being copied. */
+static void *grow_by_moving(const struct sm_avl_entry *old, size_t usable)
+{
+    size_t align = object_align(usable, SM_PAGE_SIZE);
+    size_t before = guard_bytes(), after = guard_bytes();
+    size_t room = usable <= SIZE_MAX / 4 ? usable : 0;
+    struct sm_avl_entry moved;
+    if (!reserve_guarded(usable, align, before, after + room, &moved)) {
+        room = 0;
+        if (!reserve_guarded(usable, align, before, after, &moved))
+            return NULL;
+    }
+    /* The move and the map's update under one lock: once mremap has moved the pages, the old
+     * range is free for any new mapping, and a new object there must not find the old
+     * record still in the map (its insertion would fail as a duplicate). */
+    sm_lock_acquire(&large.lock);
+    bool moved_ok = sm_region_move((void *)old->addr, old->size, (void *)moved.addr, usable, room);
+    if (moved_ok) {
+        /* The removal frees a node, so the insertion cannot run out of memory. */
+        sm_avl_remove(&large.map, old->addr, NULL);
+        sm_avl_insert(&large.map, &moved);
+        large.freed[large.freed_next++ % FREED_RING] = old->addr;
+    }
+    sm_lock_release(&large.lock);
+    if (!moved_ok) {
+        sm_region_release((void *)moved.map_addr, moved.map_size);
+        return NULL;
+    }
+    advise_object(moved.addr, usable);
+    if (old->addr > old->map_addr)
+        sm_region_release((void *)old->map_addr, old->addr - old->map_addr);
+    uintptr_t old_end = old->addr + old->size;
+    if (old->map_addr + old->map_size > old_end)
+        sm_region_release((void *)old_end, old->map_addr + old->map_size - old_end);
+    return (void *)moved.addr;
+}
+
 void *sm_large_grow(void *p, size_t size)
 {
     if (size > SIZE_MAX - 2 * SM_PAGE_SIZE)
@@ -528,35 +611,9 @@ void *sm_large_grow(void *p, size_t size)
     sm_lock_release(&large.lock);
     if (!found || usable <= old.size)
         return NULL;
-    /* A new place with fresh guards, huge-page aligned when the object is large enough; the
-     * pages move there without being copied. */
-    struct sm_avl_entry moved;
-    if (!reserve_guarded(usable, object_align(usable, SM_PAGE_SIZE), guard_bytes(), guard_bytes(),
-                         &moved))
-        return NULL;
-    /* The move and the map's update under one lock: once mremap has moved the pages, the old
-     * range is free for any new mapping, and a new object there must not find the old
-     * record still in the map (its insertion would fail as a duplicate). */
-    sm_lock_acquire(&large.lock);
-    bool moved_ok = sm_region_move((void *)old.addr, old.size, (void *)moved.addr, usable);
-    if (moved_ok) {
-        /* The removal frees a node, so the insertion cannot run out of memory. */
-        sm_avl_remove(&large.map, old.addr, NULL);
-        sm_avl_insert(&large.map, &moved);
-        large.freed[large.freed_next++ % FREED_RING] = old.addr;
-    }
-    sm_lock_release(&large.lock);
-    if (!moved_ok) {
-        sm_region_release((void *)moved.map_addr, moved.map_size);
-        return NULL;
-    }
-    advise_object(moved.addr, usable);
-    if (old.addr > old.map_addr)
-        sm_region_release((void *)old.map_addr, old.addr - old.map_addr);
-    uintptr_t old_end = old.addr + old.size;
-    if (old.map_addr + old.map_size > old_end)
-        sm_region_release((void *)old_end, old.map_addr + old.map_size - old_end);
-    return (void *)moved.addr;
+    if (grow_in_place(p, &old, usable))
+        return p;
+    return grow_by_moving(&old, usable);
 }
 
 size_t sm_large_usable_size(void *p, bool *freed)

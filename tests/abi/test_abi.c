@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <starmalloc.h>
@@ -25,6 +26,7 @@
 #include "abi_select.h"
 #include "opaque.h"
 #include "vma_flags.h"
+#include "child.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -389,6 +391,44 @@ static void realloc_in_place(void **state)
         assert_int_equal(check_fill(p, sizes[i], (unsigned)i), sizes[i]);
         ABI(free)(p);
     }
+}
+
+/* Whether writing the byte at p kills a forked child with SIGSEGV. */
+static bool write_faults(char *p)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        *(volatile char *)p = 1;
+        _exit(0);
+    }
+    int status = wait_child(pid);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+}
+
+/* A large block grown a page at a time mostly stays where it is (once moved, it has room to
+ * grow into), keeps its content, and with large guards has a guard right after its end. */
+static void realloc_grows_large_blocks_in_place(void **state)
+{
+    (void)state;
+    size_t size = 200 * KiB;
+    char *p = checked_malloc(size);
+    fill(p, size, 7);
+    unsigned in_place = 0, steps = 64;
+    for (unsigned i = 0; i < steps; i++) {
+        char *q = ABI(realloc)(p, size + page_size());
+        assert_non_null(q);
+        in_place += q == p;
+        assert_int_equal(check_fill(q, size, 7), size);
+        memset(q + size, 0, page_size());
+        fill(q, size += page_size(), 7);
+        p = q;
+    }
+    if (in_place < steps / 2)
+        fail_msg("only %u of %u one-page growths stayed in place", in_place, steps);
+    if (SM_LARGE_GUARDS && !write_faults(p + ABI(malloc_usable_size)(p)))
+        fail_msg("no guard after a large block grown in place");
+    ABI(free)(p);
 }
 
 static void realloc_zero_frees(void **state)
@@ -844,6 +884,7 @@ int main(void)
         cmocka_unit_test(realloc_null_is_malloc),
         cmocka_unit_test(realloc_keeps_content),
         cmocka_unit_test(realloc_in_place),
+        cmocka_unit_test(realloc_grows_large_blocks_in_place),
         cmocka_unit_test(realloc_zero_frees),
         cmocka_unit_test(realloc_failure_keeps_block),
         cmocka_unit_test(reallocarray_works),

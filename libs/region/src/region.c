@@ -392,11 +392,17 @@ bool sm_region_unmap(void *addr, size_t bytes, size_t committed)
     return true;
 }
 
-bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new_bytes)
+bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new_bytes,
+                    size_t room_bytes)
 {
-    void *p = mremap(old_addr, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
+    /* The room is grown with the pages, so that it continues their mapping, then closed. */
+    void *p = mremap(old_addr, old_bytes, new_bytes + room_bytes, MREMAP_MAYMOVE | MREMAP_FIXED,
+                     new_addr);
     if (p == MAP_FAILED)
         return false;
+    if (room_bytes > 0 && mprotect((char *)p + new_bytes, room_bytes, PROT_NONE) != 0)
+        (void)mmap((char *)p + new_bytes, room_bytes, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     /* Already read-write; saying so again lets valgrind know that the pages the move added
      * are accessible (memcheck 3.19 otherwise flags them). */
     mprotect(p, new_bytes, PROT_READ | PROT_WRITE);

@@ -136,9 +136,13 @@ bool sm_region_unmap(void *addr, size_t bytes, size_t committed_bytes);
 
 /* Moves the committed pages [old_addr, old_addr + old_bytes) to new_addr (replacing what is
  * mapped there, e.g. a reservation) without copying them, resized to new_bytes (growth
- * adds zeroed pages). The old range is left unmapped. Returns false, changing nothing,
- * when the kernel refuses. */
-bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new_bytes);
+ * adds zeroed pages), followed by room_bytes of inaccessible address space that belongs to
+ * the same mapping: sm_region_commit of its start later grows the range in place and it
+ * stays one mapping, which a later move needs (a range that spans two mappings cannot
+ * move). The old range is left unmapped. Returns false, changing nothing, when the kernel
+ * refuses. */
+bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new_bytes,
+                    size_t room_bytes);
 
 /* Maps bytes of fresh zeroed read-write memory aligned to `align` (a power of two, at
  * least a page). Returns NULL when the kernel refuses. */

@@ -211,7 +211,9 @@ static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_st
     }
     if (n == 0)
         return SM_SLAB_NIL;
-    size_t done = take_back_slabs(s, starts, n);
+    size_t done = take_back_slabs(s, starts, n); /* at most n */
+    if (done > n)
+        done = n;                     /* (for the static analyser, which cannot see that) */
     for (size_t i = done; i < n; i++) /* still given back */
         sm_slab_set_state(&s->lists, s->slabs, indices[i], from);
     if (done == 0) {

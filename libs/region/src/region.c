@@ -400,9 +400,10 @@ bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new
                      new_addr);
     if (p == MAP_FAILED)
         return false;
+    /* Where the kernel refuses to split the mapping (vm.max_map_count), the room is unmapped
+     * instead: an access there still faults, though a later mapping may take the place. */
     if (room_bytes > 0 && mprotect((char *)p + new_bytes, room_bytes, PROT_NONE) != 0)
-        (void)mmap((char *)p + new_bytes, room_bytes, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+        (void)munmap((char *)p + new_bytes, room_bytes);
     /* Already read-write; saying so again lets valgrind know that the pages the move added
      * are accessible (memcheck 3.19 otherwise flags them). */
     mprotect(p, new_bytes, PROT_READ | PROT_WRITE);

@@ -162,17 +162,6 @@ static uint32_t take_fresh_slab(struct sm_class_state *s)
     }
 }
 
-/* Gives an empty slab's memory back to the kernel. With slab quarantine it is guarded (a
- * read through a dangling pointer traps; with guard markers the class region does not
- * split into a mapping per retired slab); without, it only loses its pages (MADV_DONTNEED)
- * and stays accessible, so taking it back needs no system call. */
-static bool give_back_slab(const struct sm_class_state *s, uint32_t index)
-{
-    if (SM_SLAB_QUARANTINE)
-        return sm_region_guard(slab_start(s, index), s->slab_bytes);
-    return sm_region_purge(slab_start(s, index), s->slab_bytes);
-}
-
 /* Makes `count` slabs that went back to the kernel (starts[i]) usable again; returns how
  * many, from the first. */
 static size_t take_back_slabs(const struct sm_class_state *s, void *const *starts, size_t count)
@@ -248,15 +237,17 @@ static uint32_t refill_partial(struct sm_class_state *s)
  * system calls per 64 of them (sm_region_purge_many, sm_region_guard_many). On the test VM
  * a page given back costs about 6 us in a madvise of its own and 1.2 us in a batch, and a
  * guard marker put on a slab that still has its pages about 30 us: the calls, not the
- * pages, were most of the cost. Without slab quarantine the slabs are purged and reusable at
- * once (decommitted list); with it they are guarded and wait on the quarantined list behind
+ * pages, were most of the cost. Without slab quarantine the slabs only lose their pages
+ * (MADV_DONTNEED) and stay accessible, so taking them back needs no system call; with it
+ * they are guarded (a read through a dangling pointer traps; with guard markers the class
+ * region does not split into a mapping per retired slab). They go to the `retired` list:
+ * decommitted (reusable at once) or quarantined, where each waits behind
  * SM_SLAB_QUARANTINE others (the oldest then become reusable). Returns the slabs given back;
  * stops early only when the kernel refuses. */
-static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep)
+static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep,
+                                    enum sm_slab_state retired)
 {
     enum { BATCH_MAX = 64 };
-    const enum sm_slab_state retired =
-        SM_SLAB_QUARANTINE ? SM_SLAB_QUARANTINED : SM_SLAB_DECOMMITTED;
     uint32_t indices[BATCH_MAX];
     void *starts[BATCH_MAX];
     size_t total = 0;
@@ -273,7 +264,7 @@ static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep)
                                          : sm_region_purge_many(starts, n, s->slab_bytes);
         for (size_t i = done; i < n; i++) /* still committed: empty, not given back */
             sm_slab_set_state(&s->lists, s->slabs, indices[i], SM_SLAB_EMPTY);
-        while (SM_SLAB_QUARANTINE != 0 &&
+        while (retired == SM_SLAB_QUARANTINED &&
                s->lists.by_state[SM_SLAB_QUARANTINED].count > SM_SLAB_QUARANTINE) {
             uint32_t oldest = sm_slab_list_last(&s->lists, s->slabs, SM_SLAB_QUARANTINED);
             sm_slab_set_state(&s->lists, s->slabs, oldest, SM_SLAB_DECOMMITTED);
@@ -288,13 +279,14 @@ static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep)
     return total;
 }
 
-/* Once more than s->empty_slabs_max slabs are empty, the oldest go back to the kernel, down
- * to s->empty_slabs_kept (the hysteresis that keeps alloc/free loops away from system
- * calls, and lets the slabs go in batches). */
+/* Once more than twice s->empty_slabs_kept slabs are empty, the oldest go back to the
+ * kernel, down to s->empty_slabs_kept (the hysteresis that keeps alloc/free loops away from
+ * system calls, and lets the slabs go in batches). */
 static void retire_empty_slabs(struct sm_class_state *s)
 {
-    if (s->lists.by_state[SM_SLAB_EMPTY].count > s->empty_slabs_max)
-        give_back_empty_slabs(s, s->empty_slabs_kept);
+    if (s->lists.by_state[SM_SLAB_EMPTY].count > 2 * s->empty_slabs_kept)
+        give_back_empty_slabs(s, s->empty_slabs_kept,
+                              SM_SLAB_QUARANTINE ? SM_SLAB_QUARANTINED : SM_SLAB_DECOMMITTED);
 }
 
 static void make_empty(struct sm_class_state *s, uint32_t index)
@@ -591,19 +583,12 @@ void sm_arena_fork_child(void)
 
 static size_t trim_class(struct sm_class_state *s)
 {
-    size_t bytes = 0;
     sm_lock_acquire(&s->lock);
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
     if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index]))
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
-    if (!SM_SLAB_QUARANTINE) /* trimmed slabs skip the slab quarantine (below) */
-        bytes = give_back_empty_slabs(s, 0) * s->slab_bytes;
-    while ((index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY)) != SM_SLAB_NIL) {
-        if (!give_back_slab(s, index))
-            break;
-        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_DECOMMITTED);
-        bytes += s->slab_bytes;
-    }
+    /* Trimmed slabs skip the slab quarantine: reusable at once. */
+    size_t bytes = give_back_empty_slabs(s, 0, SM_SLAB_DECOMMITTED) * s->slab_bytes;
     sm_lock_release(&s->lock);
     return bytes;
 }

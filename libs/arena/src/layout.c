@@ -117,7 +117,6 @@ static void init_states(void)
             s->empty_slabs_kept = (uint32_t)(SM_EMPTY_BYTES_KEPT / s->slab_bytes);
             if (s->empty_slabs_kept < SM_EMPTY_SLABS_KEPT_MIN)
                 s->empty_slabs_kept = SM_EMPTY_SLABS_KEPT_MIN;
-            s->empty_slabs_max = 2 * s->empty_slabs_kept;
             s->max_slabs = slabs_per_region(c, sm_layout.region_bytes);
             s->slab_memory = sm_layout.slab_base + i * sm_layout.region_bytes;
             s->slabs = (void *)meta;

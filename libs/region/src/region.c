@@ -186,9 +186,9 @@ bool sm_region_purge(void *addr, size_t bytes)
 
 /* The kernel's name for the calling thread in pidfd system calls (PIDFD_SELF_THREAD in
  * recent kernels' <linux/pidfd.h>), so that no pidfd has to be opened and kept open. */
-enum { PIDFD_OF_THIS_THREAD = -10000, PURGE_BATCH = 64 };
+enum { PIDFD_OF_THIS_THREAD = -10000, BATCH_RANGES = 64 };
 
-/* Per advice (purge, guard), set once process_madvise failed for a reason that will not
+/* Per advice, set once process_madvise failed for a reason that will not
  * change (no such call, no PIDFD_SELF, advice not allowed there, a seccomp filter): later
  * batches go straight to madvise. */
 enum batch_advice { BATCH_PURGE, BATCH_GUARD, BATCH_UNGUARD, BATCH_POPULATE, BATCH_ADVICES };
@@ -197,14 +197,14 @@ static const int batch_advice_value[BATCH_ADVICES] = {MADV_DONTNEED, ADVICE_GUAR
                                                       ADVICE_GUARD_REMOVE, ADVICE_POPULATE_WRITE};
 static atomic_bool batch_refused[BATCH_ADVICES];
 
-/* Applies `advice` to up to PURGE_BATCH ranges with one process_madvise; returns how many
+/* Applies `advice` to up to BATCH_RANGES ranges with one process_madvise; returns how many
  * ranges, from the first, it was applied to (0 where batches are refused). */
 static size_t advise_batch(void *const *addrs, size_t count, size_t bytes, enum batch_advice which)
 {
 #ifdef SYS_process_madvise
     if (count < 2 || atomic_load_explicit(&batch_refused[which], memory_order_relaxed))
         return 0;
-    struct iovec ranges[PURGE_BATCH];
+    struct iovec ranges[BATCH_RANGES];
     for (size_t i = 0; i < count; i++)
         ranges[i] = (struct iovec){addrs[i], bytes};
     int saved_errno = errno; /* free(3) leaves errno alone */
@@ -221,7 +221,7 @@ static size_t advise_batch(void *const *addrs, size_t count, size_t bytes, enum 
 #endif
 }
 
-/* Applies one operation to `count` ranges of `bytes` bytes: batches of up to PURGE_BATCH
+/* Applies one operation to `count` ranges of `bytes` bytes: batches of up to BATCH_RANGES
  * ranges through `batch` (which returns how many ranges, from the first, it covered, 0 where
  * batches are not possible), and the first range a batch left out through `one` before the
  * next batch. Returns how many ranges, from the first, were done; stops at the first range
@@ -232,7 +232,7 @@ static size_t for_ranges(void *const *addrs, size_t count, size_t bytes,
 {
     size_t done = 0;
     while (done < count) {
-        size_t size = count - done < PURGE_BATCH ? count - done : PURGE_BATCH;
+        size_t size = count - done < BATCH_RANGES ? count - done : BATCH_RANGES;
         size_t covered = batch(addrs + done, size, bytes);
         done += covered;
         if (covered < size) {

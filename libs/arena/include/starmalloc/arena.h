@@ -59,9 +59,6 @@ struct sm_class_state {
                                          read without the lock by free */
     uint32_t allocated_shift;         /* one allocated byte per 2^allocated_shift bytes */
     uint32_t empty_slabs_kept;        /* empty slabs kept committed (see SM_EMPTY_BYTES_KEPT) */
-    uint32_t empty_slabs_max;         /* beyond this many empty slabs the oldest go back to
-                                         the kernel, down to empty_slabs_kept (twice as many,
-                                         so that they go in batches) */
     struct sm_slab_lists lists;
     char *slab_memory;        /* the class region */
     struct sm_slab *slabs;    /* metadata, max_slabs entries */

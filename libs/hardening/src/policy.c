@@ -1,5 +1,6 @@
 /* The per-slot policies, called by the allocator at its hook points. */
 #include <stdatomic.h>
+#include <string.h>
 
 #include "bytes.h"
 #include "starmalloc/hardening.h"
@@ -16,15 +17,15 @@ static uint64_t canary_value(const char *slot_end, uint64_t secret)
            ~UINT64_C(0xff);
 }
 
-static uint64_t *canary_location(const void *slot, size_t slot_size)
-{
-    return (uint64_t *)(void *)((char *)slot + slot_size - SM_CANARY_BYTES);
-}
-
+/* The canary is read and written with memcpy (one move once compiled): a slot may be memory
+ * of a declared type (a test's array), which a uint64_t lvalue may not access. GCC 12 -O3
+ * did exploit that, forwarding the bytes a test had written before set_canary past it. */
 static void set_canary(void *slot, size_t slot_size, uint64_t secret)
 {
-    if (SM_CANARIES)
-        *canary_location(slot, slot_size) = canary_value((char *)slot + slot_size, secret);
+    if (!SM_CANARIES)
+        return;
+    uint64_t canary = canary_value((char *)slot + slot_size, secret);
+    memcpy((char *)slot + slot_size - SM_CANARY_BYTES, &canary, sizeof canary);
 }
 
 int sm_harden_on_alloc(void *slot, size_t slot_size, uint64_t secret)
@@ -52,8 +53,9 @@ int sm_harden_canary_intact(const void *slot, size_t slot_size, uint64_t secret)
 {
     if (!SM_CANARIES)
         return 1;
-    return *canary_location(slot, slot_size) ==
-           canary_value((const char *)slot + slot_size, secret);
+    uint64_t canary;
+    memcpy(&canary, (const char *)slot + slot_size - SM_CANARY_BYTES, sizeof canary);
+    return canary == canary_value((const char *)slot + slot_size, secret);
 }
 
 int sm_harden_on_free(void *slot, size_t slot_size, uint64_t secret)

@@ -29,21 +29,27 @@ struct held_object {
     size_t size;
     uintptr_t map_addr;
     size_t map_size;
-    bool committed; /* its pages are kept (else decommitted, PROT_NONE) */
+    bool committed; /* its small pages are kept (kept_bytes; else decommitted, PROT_NONE) */
 };
 
-/* Page faults dominate the reuse of a decommitted object (one costs more than zeroing the
- * page), so a freed object keeps its pages while a byte budget allows:
- * - with zero on free or large quarantine (presets light, default, paranoid), it is zeroed
- *   and made PROT_NONE: as inaccessible as a decommitted object, in the quarantine and
- *   after, and it comes back zero and without a fault;
- * - otherwise (preset none), it stays as it is, content and all ("dirty").
- * Larger objects and any beyond the budget are decommitted. Quarantined objects hold their
- * pages while they cannot be reused, so with large quarantine the budget is halved: on the
- * `large` workload (preset default) 64 MiB took 6.9 s and 147 MB of peak RSS, 128 MiB 6.1 s
- * and 208 MB, decommitting every object 11.4 s and 90 MB. */
+/* Page faults dominate the reuse of a decommitted object: 9 to 10 us per 4 KiB page on the
+ * reference VM, far more than zeroing the page. Two ways avoid them:
+ * - Without large quarantine (presets none, light), a freed object keeps its small pages
+ *   while a byte budget allows (COMMITTED_HELD_BYTES_MAX): as they are, content and all, in
+ *   preset none ("dirty"); zeroed in light, and accessible: light does not promise that a
+ *   dangling access traps (nor does it for slots), and on a VM with shadow page tables a page
+ *   whose protection changed takes a hidden fault of about 4 us at its next touch, which
+ *   made `large` five times slower when kept objects were PROT_NONE.
+ * - With large quarantine (default, paranoid), a freed object must trap while it is held, so
+ *   it is decommitted and its pages come back in one call when it is reused
+ *   (sm_region_populate: about 4 us per page here, like keeping it PROT_NONE would cost, but
+ *   the quarantine then holds no memory). On `large` (default) this took 6.5 s and 92 MB of
+ *   peak RSS; keeping 64 MiB of zeroed PROT_NONE pages 8.5 s and 147 MB.
+ * Only small pages are kept or populated: the part of an object on transparent huge pages
+ * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
+ * for less than keeping or populating it costs. */
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
-static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)(SM_LARGE_QUARANTINE ? 64 : 128) << 20;
+static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)(SM_LARGE_QUARANTINE ? 0 : 128) << 20;
 static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;
 
 static struct {
@@ -154,10 +160,27 @@ static size_t object_align(size_t usable, size_t align)
     return align;
 }
 
+/* The bytes at the start of the object [addr, addr + size) that transparent huge pages
+ * back: its whole 2 MiB pages when it starts on one and was advised (object_align,
+ * advise_object); 0 when there are none, or for dirty keeping (nothing to zero there). */
+static size_t huge_bytes(uintptr_t addr, size_t size)
+{
+    if (!SM_LARGE_HUGE_PAGES || KEEP_DIRTY || size < SM_REGION_HUGE_PAGE_SIZE ||
+        addr % SM_REGION_HUGE_PAGE_SIZE != 0 || !sm_region_huge_pages_enabled())
+        return 0;
+    return size & ~(size_t)(SM_REGION_HUGE_PAGE_SIZE - 1);
+}
+
+/* The bytes of a freed object that keep their pages when it is kept: its small pages. */
+static size_t kept_bytes(const struct held_object *object)
+{
+    return object->size - huge_bytes(object->addr, object->size);
+}
+
 /* The committed bytes of an object, [addr, addr + bytes), are about to be used. */
 static void advise_object(uintptr_t addr, size_t bytes)
 {
-    if (SM_LARGE_HUGE_PAGES && bytes >= SM_REGION_HUGE_PAGE_SIZE)
+    if (SM_LARGE_HUGE_PAGES && bytes >= SM_REGION_HUGE_PAGE_SIZE && sm_region_huge_pages_enabled())
         sm_region_advise_huge((void *)addr, bytes);
 }
 
@@ -240,11 +263,11 @@ static void release_mapping(const struct held_object *object, size_t committed)
     sm_region_unmap((void *)object->map_addr, object->map_size, committed);
 }
 
-/* With the large lock held: reserves budget for a freed object to keep its pages; false
- * when it may not. */
+/* With the large lock held: reserves budget for a freed object to keep `bytes` bytes of
+ * pages; false when it may not (always with large quarantine). */
 static bool reserve_committed_locked(size_t bytes)
 {
-    if (bytes > COMMITTED_OBJECT_BYTES_MAX ||
+    if (SM_LARGE_QUARANTINE != 0 || bytes > COMMITTED_OBJECT_BYTES_MAX ||
         large.committed_held_bytes + bytes > COMMITTED_HELD_BYTES_MAX)
         return false;
     large.committed_held_bytes += bytes;
@@ -261,9 +284,9 @@ static void unreserve_committed(size_t bytes)
 /* Unmaps a held or kept object for good. */
 static void drop_held(const struct held_object *object)
 {
-    release_mapping(object, object->committed ? object->size : 0);
+    release_mapping(object, object->committed ? kept_bytes(object) : 0);
     if (object->committed)
-        unreserve_committed(object->size);
+        unreserve_committed(kept_bytes(object));
 }
 
 /* Takes the oldest quarantined object out (the large lock is held). */
@@ -348,27 +371,8 @@ static size_t release_retained(void)
         struct held_object last = take_retained(large.retained_count - 1);
         sm_lock_release(&large.lock);
         drop_held(&last);
-        committed += last.committed ? last.size : 0;
+        committed += last.committed ? kept_bytes(&last) : 0;
         sm_lock_acquire(&large.lock);
-    }
-    sm_lock_release(&large.lock);
-    return committed;
-}
-
-/* Gives back the pages that quarantined objects keep: they stay quarantined, decommitted.
- * Under the large lock, so that no object leaves the quarantine meanwhile. Returns the
- * committed bytes this gave back. */
-static size_t decommit_quarantined(void)
-{
-    size_t committed = 0;
-    sm_lock_acquire(&large.lock);
-    for (unsigned i = 0; i < large.held_count; i++) {
-        struct held_object *o = &large.held[(large.held_head + i) % QUARANTINE_ENTRIES];
-        if (!o->committed || !sm_region_decommit((void *)o->addr, o->size))
-            continue;
-        o->committed = false;
-        large.committed_held_bytes -= o->size;
-        committed += o->size;
     }
     sm_lock_release(&large.lock);
     return committed;
@@ -376,7 +380,7 @@ static size_t decommit_quarantined(void)
 
 size_t sm_large_trim(void)
 {
-    return decommit_quarantined() + release_retained();
+    return release_retained(); /* quarantined objects hold no pages */
 }
 
 /* Between two kept objects that fit: the one with its pages (no faults), then the smaller. */
@@ -387,10 +391,20 @@ static bool better_fit(const struct held_object *a, const struct held_object *b)
     return a->size < b->size;
 }
 
+/* A decommitted object of `usable` bytes at addr is reused: its small pages come back in one
+ * call rather than one fault each (a buffer is usually written whole), when it is small
+ * enough to have kept them. */
+static void populate_small_pages(uintptr_t addr, size_t usable)
+{
+    size_t huge = huge_bytes(addr, usable);
+    if (usable - huge <= COMMITTED_OBJECT_BYTES_MAX)
+        sm_region_populate((void *)(addr + huge), usable - huge);
+}
+
 /* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
- * decommitted one gets its first `usable` bytes committed (the rest of its old object stays
- * PROT_NONE, part of the guard) and is zero; one that kept its pages is reused whole: zero
- * and made accessible again, or (dirty) content and all. */
+ * decommitted one gets its first `usable` bytes committed and populated (the rest of its old
+ * object stays PROT_NONE, part of the guard) and is zero; one that kept its pages is reused
+ * whole: zero (its huge pages fault in again), or (dirty) content and all. */
 static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed)
 {
     sm_lock_acquire(&large.lock);
@@ -408,14 +422,10 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
     }
     struct held_object object = take_retained(best);
     if (object.committed) /* its pages leave the budget with it, under the same lock */
-        large.committed_held_bytes -= object.size;
+        large.committed_held_bytes -= kept_bytes(&object);
     sm_lock_release(&large.lock);
     if (object.committed) {
-        if (!KEEP_DIRTY && !sm_region_protect_read_write((void *)object.addr, object.size)) {
-            /* The kernel refused to split the mapping: unmap it and map a new one. */
-            release_mapping(&object, object.size);
-            return false;
-        }
+        sm_region_reuse_purged(object.size - kept_bytes(&object));
         *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size};
         *zeroed = !KEEP_DIRTY;
         return true;
@@ -426,6 +436,7 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
         return false;
     }
     advise_object(object.addr, usable); /* the decommit dropped the advice */
+    populate_small_pages(object.addr, usable);
     *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size};
     return true;
 }
@@ -486,12 +497,15 @@ static void quarantine_hold(const struct held_object *object)
     shrink_quarantine(QUARANTINE_ENTRIES, large.held_bytes_max, true);
 }
 
-/* Zeroes a freed object and makes it PROT_NONE, keeping its pages; false (the object left
- * as it was) when the kernel refuses the protection change. */
-static bool keep_pages_inaccessible(const struct held_object *object)
+/* Readies a freed object, within the budget, for reuse with its pages: its small pages are
+ * kept, zeroed unless dirty keeping, its huge pages go back to the kernel (huge_bytes). */
+static void keep_pages(const struct held_object *object)
 {
-    sm_harden_zero_freed_large((void *)object->addr, object->size);
-    return sm_region_protect_none((void *)object->addr, object->size);
+    size_t huge = huge_bytes(object->addr, object->size);
+    if (huge && !sm_region_purge((void *)object->addr, huge))
+        sm_harden_zero_freed_large((void *)object->addr, huge);
+    if (!KEEP_DIRTY)
+        sm_harden_zero_freed_large((void *)(object->addr + huge), object->size - huge);
 }
 
 static void hold_freed(const struct held_object *object)
@@ -512,17 +526,16 @@ void sm_large_free(void *p)
         sm_fatal(freed ? "double free" : "invalid free", p);
     }
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
-    bool may_keep_pages = reserve_committed_locked(entry.size); /* in the same critical section */
+    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
+    /* In the same critical section as the removal. */
+    bool may_keep_pages = reserve_committed_locked(kept_bytes(&object));
     sm_lock_release(&large.lock);
     release_growth_room(&entry);
+    object.map_size = entry.map_size;
     /* Still mapped until here, so no other object can have been given this address. */
-    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
     if (may_keep_pages) {
-        object.committed = KEEP_DIRTY || keep_pages_inaccessible(&object);
-        if (!object.committed)
-            unreserve_committed(entry.size);
-    }
-    if (object.committed) {
+        keep_pages(&object);
+        object.committed = true;
         hold_freed(&object);
         return;
     }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 /* Whether the mapping that holds `addr` carries the two-letter VmFlags entry `flag` (e.g.
@@ -96,6 +97,19 @@ static inline bool guard_markers_expected(int built_with_markers)
 static inline bool kernel_has_thp(void)
 {
     return access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+}
+
+/* Whether MADV_HUGEPAGE can give this process huge pages (see sm_region_huge_pages_enabled):
+ * the kernel has THP, its mode is not `never`, and THP is not disabled for the process. */
+static inline bool thp_usable(void)
+{
+    char mode[64] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f)
+        return false;
+    bool read = fgets(mode, sizeof mode, f) != NULL;
+    fclose(f);
+    return read && strstr(mode, "[never]") == NULL && prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1;
 }
 
 #endif

@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -112,18 +114,24 @@ static atomic_int markers_state;
  * without markers. */
 static atomic_bool markers_refused;
 
+/* Reads the start of a small kernel file (sysctl, sysfs) into text[0..capacity); returns the
+ * bytes read, or -1. Plain system calls: this runs inside malloc. */
+static ssize_t read_kernel_file(const char *path, char *text, size_t capacity)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, text, capacity);
+    close(fd);
+    return n;
+}
+
 /* Whether vm.overcommit_memory is 2 (strict), or cannot be read: then a range must be
- * unmapped, not only emptied, to give its commit charge back. Plain system calls: this runs
- * inside malloc. */
+ * unmapped, not only emptied, to give its commit charge back. */
 static bool overcommit_may_be_strict(void)
 {
-    int fd = open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return true;
     char mode = '2';
-    ssize_t n = read(fd, &mode, 1);
-    close(fd);
-    return n != 1 || mode == '2';
+    return read_kernel_file("/proc/sys/vm/overcommit_memory", &mode, 1) != 1 || mode == '2';
 }
 
 /* Whether the kernel installs guard markers in a private anonymous mapping. */
@@ -362,6 +370,34 @@ void sm_region_advise_huge(void *addr, size_t bytes)
     uintptr_t end = ((uintptr_t)addr + bytes) & ~(huge - 1);
     if (end > start)
         (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+}
+
+/* Whether the THP mode file says `[never]`; false when it cannot be read (a kernel without
+ * THP refuses the advice, which costs nothing more). */
+static bool thp_mode_is_never(void)
+{
+    static const char never[] = "[never]";
+    const size_t never_length = sizeof never - 1;
+    char text[64];
+    ssize_t n = read_kernel_file("/sys/kernel/mm/transparent_hugepage/enabled", text, sizeof text);
+    for (ssize_t i = 0; i + (ssize_t)never_length <= n; i++)
+        if (memcmp(text + i, never, never_length) == 0)
+            return true;
+    return false;
+}
+
+enum { HUGE_UNKNOWN = 0, HUGE_ENABLED, HUGE_DISABLED };
+static atomic_int huge_state;
+
+bool sm_region_huge_pages_enabled(void)
+{
+    int state = atomic_load_explicit(&huge_state, memory_order_relaxed);
+    if (state == HUGE_UNKNOWN) {
+        bool off = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 || thp_mode_is_never();
+        state = off ? HUGE_DISABLED : HUGE_ENABLED;
+        atomic_store_explicit(&huge_state, state, memory_order_relaxed);
+    }
+    return state == HUGE_ENABLED;
 }
 
 bool sm_region_protect_none(void *addr, size_t bytes)

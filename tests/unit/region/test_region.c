@@ -578,6 +578,24 @@ static void test_advise_huge_marks_the_aligned_part(void **state)
     assert_true(sm_region_unmap(p, 4 * huge, 4 * huge));
 }
 
+/* sm_region_huge_pages_enabled agrees with the system's THP mode and sees a process that
+ * disabled THP (checked in a child first: the answer is read once per process). */
+static void test_huge_pages_enabled_follows_the_system(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        bool disabled = prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0;
+        _exit(disabled && sm_region_huge_pages_enabled() ? 1 : 0);
+    }
+    int status = wait_child(pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(sm_region_huge_pages_enabled(), thp_usable());
+    assert_int_equal(sm_region_huge_pages_enabled(), thp_usable()); /* the cached answer */
+}
+
 static void test_committed_bytes_follow_commit_and_decommit(void **state)
 {
     (void)state;
@@ -779,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_map_gives_zeroed_aligned_writable_memory),
         cmocka_unit_test(test_aligned_calls_leave_no_slack_behind),
         cmocka_unit_test(test_advise_huge_marks_the_aligned_part),
+        cmocka_unit_test(test_huge_pages_enabled_follows_the_system),
         cmocka_unit_test(test_committed_bytes_follow_commit_and_decommit),
         cmocka_unit_test(test_committed_bytes_follow_map_and_unmap),
         cmocka_unit_test(test_peak_committed_bytes_is_the_high_water_mark),

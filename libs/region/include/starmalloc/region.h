@@ -112,6 +112,12 @@ enum { SM_REGION_HUGE_PAGE_SIZE = 2 << 20 };
  * kernel refuses. The advice belongs to the mapping: sm_region_decommit drops it. */
 void sm_region_advise_huge(void *addr, size_t bytes);
 
+/* Whether madvise MADV_HUGEPAGE can give this process transparent huge pages: the kernel has
+ * THP, /sys/kernel/mm/transparent_hugepage/enabled is not `never`, and the process did not
+ * disable THP with prctl(PR_SET_THP_DISABLE). Read once, at the first call (later changes are
+ * not seen); safe from any thread; no allocation. */
+bool sm_region_huge_pages_enabled(void);
+
 /* Makes [addr, addr + bytes) inaccessible, keeping the pages' content (guards, quarantine).
  * Returns false when the kernel refuses (e.g. vm.max_map_count reached). */
 bool sm_region_protect_none(void *addr, size_t bytes);

@@ -328,23 +328,28 @@ void sm_arena_release_index_locked(struct sm_class_state *s, uint32_t index)
  * returned (still deferred), else SM_QUARANTINE_NONE. */
 static uint32_t quarantine_push(struct sm_class_state *s, uint32_t entry)
 {
-    s->quarantined++;
-    uint32_t place = sm_random_below(&s->rng, s->quarantine_capacity);
+    /* Fields in locals: the stages are uint32_t arrays, which the compiler must otherwise
+     * assume may alias the counters, reloading them after every store. */
+    uint32_t capacity = s->quarantine_capacity;
+    uint32_t place = sm_random_below(&s->rng, capacity);
     uint32_t evicted = s->quarantine_random[place];
     s->quarantine_random[place] = entry;
-    if (evicted == SM_QUARANTINE_NONE)
+    if (evicted == SM_QUARANTINE_NONE) {
+        s->quarantined++;
         return SM_QUARANTINE_NONE;
-    if (s->fifo_count == s->quarantine_capacity) {
-        uint32_t oldest = s->quarantine_fifo[s->fifo_head];
-        s->quarantine_fifo[s->fifo_head] = evicted;
-        s->fifo_head = s->fifo_head + 1 == s->quarantine_capacity ? 0 : s->fifo_head + 1;
-        s->quarantined--;
+    }
+    uint32_t head = s->fifo_head;
+    uint32_t count = s->fifo_count;
+    if (count == capacity) { /* the steady state: one in, the oldest out */
+        uint32_t oldest = s->quarantine_fifo[head];
+        s->quarantine_fifo[head] = evicted;
+        s->fifo_head = head + 1 == capacity ? 0 : head + 1;
         return oldest;
     }
-    uint32_t tail = s->fifo_head + s->fifo_count; /* < 2 * capacity */
-    s->quarantine_fifo[tail < s->quarantine_capacity ? tail : tail - s->quarantine_capacity] =
-        evicted;
-    s->fifo_count++;
+    uint32_t tail = head + count; /* < 2 * capacity */
+    s->quarantine_fifo[tail < capacity ? tail : tail - capacity] = evicted;
+    s->fifo_count = count + 1;
+    s->quarantined++;
     return SM_QUARANTINE_NONE;
 }
 

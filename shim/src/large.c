@@ -43,8 +43,8 @@ struct held_object {
  * - With large quarantine (default, paranoid), a freed object must trap while it is held, so
  *   it is decommitted and its pages come back in one call when it is reused
  *   (sm_region_populate: about 4 us per page here, like keeping it PROT_NONE would cost, but
- *   the quarantine then holds no memory). On `large` (default) this took 6.5 s and 92 MB of
- *   peak RSS; keeping 64 MiB of zeroed PROT_NONE pages 8.5 s and 147 MB.
+ *   the quarantine then holds no memory). On `large` (default, alternating runs) this took
+ *   8.2 s and 90 MB of peak RSS; keeping 64 MiB of zeroed PROT_NONE pages 10.3 s and 147 MB.
  * Only small pages are kept or populated: the part of an object on transparent huge pages
  * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
  * for less than keeping or populating it costs. */

@@ -1,8 +1,9 @@
 /* The byte loops of the per-slot policies: zeroing a freed slot and checking that a slot
  * about to be reused is still zero. They run on every free and every allocation of the
  * default preset, so they use the widest vectors the CPU has: 32-byte AVX2 when the
- * start-up check finds it, else 16-byte vectors (SSE2 on x86-64, NEON on arm64, scalar code
- * elsewhere). Slot addresses and sizes are multiples of 16. */
+ * start-up check finds it and the slot has 128 bytes or more, else 16-byte vectors (SSE2 on
+ * x86-64, NEON on arm64, scalar code elsewhere). Slot addresses and sizes are multiples of
+ * 16. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +14,8 @@
 typedef uint64_t vec16 __attribute__((vector_size(16), aligned(16)));
 
 static bool use_avx2; /* decided once by sm_bytes_init */
+/* Below this the 16-byte loops, inlined, are shorter than a call to the 32-byte ones. */
+enum { AVX2_MIN_BYTES = 128 };
 
 static bool any_nonzero16(const char *p, size_t bytes)
 {
@@ -145,15 +148,14 @@ static void zero_avx2(char *p, size_t bytes)
 
 bool sm_bytes_any_nonzero(const void *p, size_t bytes)
 {
-    /* Below 64 bytes the 16-byte loop is as short and avoids wide registers. */
-    if (use_avx2 && bytes >= 64)
+    if (use_avx2 && bytes >= AVX2_MIN_BYTES)
         return any_nonzero_avx2(p, bytes);
     return any_nonzero16(p, bytes);
 }
 
 void sm_bytes_zero(void *p, size_t bytes)
 {
-    if (use_avx2 && bytes >= 64) {
+    if (use_avx2 && bytes >= AVX2_MIN_BYTES) {
         zero_avx2(p, bytes);
         return;
     }

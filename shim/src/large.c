@@ -498,14 +498,18 @@ static void quarantine_hold(const struct held_object *object)
 }
 
 /* Readies a freed object, within the budget, for reuse with its pages: its small pages are
- * kept, zeroed unless dirty keeping, its huge pages go back to the kernel (huge_bytes). */
-static void keep_pages(const struct held_object *object)
+ * kept, zeroed unless dirty keeping, its huge pages go back to the kernel (huge_bytes).
+ * False (nothing changed) when the kernel refuses to take them (locked memory, mlockall):
+ * the object is then decommitted instead, so that kept objects never hold huge pages that
+ * the budget and the committed count do not see. */
+static bool keep_pages(const struct held_object *object)
 {
     size_t huge = huge_bytes(object->addr, object->size);
     if (huge && !sm_region_purge((void *)object->addr, huge))
-        sm_harden_zero_freed_large((void *)object->addr, huge);
+        return false;
     if (!KEEP_DIRTY)
         sm_harden_zero_freed_large((void *)(object->addr + huge), object->size - huge);
+    return true;
 }
 
 static void hold_freed(const struct held_object *object)
@@ -533,12 +537,13 @@ void sm_large_free(void *p)
     release_growth_room(&entry);
     object.map_size = entry.map_size;
     /* Still mapped until here, so no other object can have been given this address. */
-    if (may_keep_pages) {
-        keep_pages(&object);
+    if (may_keep_pages && keep_pages(&object)) {
         object.committed = true;
         hold_freed(&object);
         return;
     }
+    if (may_keep_pages)
+        unreserve_committed(kept_bytes(&object));
     /* Decommitted and PROT_NONE: the memory goes back to the kernel, and any access through
      * a dangling pointer faults for as long as the object is held or kept. */
     if (!sm_region_decommit((void *)entry.addr, entry.size)) {

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -203,6 +204,44 @@ static void trim_gives_back_freed_large_pages(void **state)
     if (trimmed.committed_bytes + (size - back_at_free) > freed.committed_bytes)
         fail_msg("trim kept the pages of a freed %zu-byte large object (committed %zu -> %zu)",
                  size, freed.committed_bytes, trimmed.committed_bytes);
+}
+
+/* In a locked address space (mlockall) the kernel refuses to drop pages (MADV_DONTNEED):
+ * freed large objects still come back zero and the committed count does not drift (a kept
+ * object whose huge pages could not go back would count them twice). In a child, since the
+ * lock is for the whole process. */
+static void freed_large_objects_in_locked_memory(void **state)
+{
+    (void)state;
+    const size_t size = (5 << 20) + 4096;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup();
+        if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
+            _exit(2);
+        struct starmalloc_stats start, end;
+        starmalloc_stats_get(&start);
+        for (int round = 0; round < 20; round++) {
+            unsigned char *p = ABI(malloc)(size);
+            if (!p)
+                _exit(3);
+            memset(p, 0xff, size);
+            ABI(free)(p);
+            p = ABI(calloc)(size, 1);
+            if (!p || !all_zero(p, size))
+                _exit(4);
+            ABI(free)(p);
+        }
+        starmalloc_stats_get(&end);
+        _exit(end.committed_bytes > start.committed_bytes + 2 * size ? 5 : 0);
+    }
+    int status = wait_child(pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 2) {
+        print_message("mlockall refused (RLIMIT_MEMLOCK): locked memory not exercised\n");
+        return;
+    }
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static int compare_pointers(const void *a, const void *b)
@@ -885,6 +924,7 @@ int main(void)
         cmocka_unit_test(malloc_large_sizes),
         cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(trim_gives_back_freed_large_pages),
+        cmocka_unit_test(freed_large_objects_in_locked_memory),
         cmocka_unit_test(malloc_zero_distinct),
         cmocka_unit_test(malloc_too_large),
         cmocka_unit_test(calloc_zeroed),

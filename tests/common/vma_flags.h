@@ -107,9 +107,10 @@ static inline bool thp_usable(void)
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
     if (!f)
         return false;
-    bool read = fgets(mode, sizeof mode, f) != NULL;
+    bool got_mode = fgets(mode, sizeof mode, f) != NULL;
     fclose(f);
-    return read && strstr(mode, "[never]") == NULL && prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1;
+    return got_mode && strstr(mode, "[never]") == NULL &&
+           prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1;
 }
 
 #endif

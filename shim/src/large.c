@@ -49,7 +49,7 @@ struct held_object {
  * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
  * for less than keeping or populating it costs. */
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
-static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)(SM_LARGE_QUARANTINE ? 0 : 128) << 20;
+static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)128 << 20; /* without quarantine */
 static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;
 
 static struct {
@@ -171,10 +171,11 @@ static size_t huge_bytes(uintptr_t addr, size_t size)
     return size & ~(size_t)(SM_REGION_HUGE_PAGE_SIZE - 1);
 }
 
-/* The bytes of a freed object that keep their pages when it is kept: its small pages. */
-static size_t kept_bytes(const struct held_object *object)
+/* The bytes of the freed object [addr, addr + size) that keep their pages when it is kept:
+ * its small pages. */
+static size_t kept_bytes(uintptr_t addr, size_t size)
 {
-    return object->size - huge_bytes(object->addr, object->size);
+    return size - huge_bytes(addr, size);
 }
 
 /* The committed bytes of an object, [addr, addr + bytes), are about to be used. */
@@ -284,9 +285,9 @@ static void unreserve_committed(size_t bytes)
 /* Unmaps a held or kept object for good. */
 static void drop_held(const struct held_object *object)
 {
-    release_mapping(object, object->committed ? kept_bytes(object) : 0);
+    release_mapping(object, object->committed ? kept_bytes(object->addr, object->size) : 0);
     if (object->committed)
-        unreserve_committed(kept_bytes(object));
+        unreserve_committed(kept_bytes(object->addr, object->size));
 }
 
 /* Takes the oldest quarantined object out (the large lock is held). */
@@ -371,7 +372,7 @@ static size_t release_retained(void)
         struct held_object last = take_retained(large.retained_count - 1);
         sm_lock_release(&large.lock);
         drop_held(&last);
-        committed += last.committed ? kept_bytes(&last) : 0;
+        committed += last.committed ? kept_bytes(last.addr, last.size) : 0;
         sm_lock_acquire(&large.lock);
     }
     sm_lock_release(&large.lock);
@@ -422,10 +423,10 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
     }
     struct held_object object = take_retained(best);
     if (object.committed) /* its pages leave the budget with it, under the same lock */
-        large.committed_held_bytes -= kept_bytes(&object);
+        large.committed_held_bytes -= kept_bytes(object.addr, object.size);
     sm_lock_release(&large.lock);
     if (object.committed) {
-        sm_region_reuse_purged(object.size - kept_bytes(&object));
+        sm_region_reuse_purged(huge_bytes(object.addr, object.size));
         *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size};
         *zeroed = !KEEP_DIRTY;
         return true;
@@ -530,12 +531,11 @@ void sm_large_free(void *p)
         sm_fatal(freed ? "double free" : "invalid free", p);
     }
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
-    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
     /* In the same critical section as the removal. */
-    bool may_keep_pages = reserve_committed_locked(kept_bytes(&object));
+    bool may_keep_pages = reserve_committed_locked(kept_bytes(entry.addr, entry.size));
     sm_lock_release(&large.lock);
     release_growth_room(&entry);
-    object.map_size = entry.map_size;
+    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
     /* Still mapped until here, so no other object can have been given this address. */
     if (may_keep_pages && keep_pages(&object)) {
         object.committed = true;
@@ -543,7 +543,7 @@ void sm_large_free(void *p)
         return;
     }
     if (may_keep_pages)
-        unreserve_committed(kept_bytes(&object));
+        unreserve_committed(kept_bytes(object.addr, object.size));
     /* Decommitted and PROT_NONE: the memory goes back to the kernel, and any access through
      * a dangling pointer faults for as long as the object is held or kept. */
     if (!sm_region_decommit((void *)entry.addr, entry.size)) {

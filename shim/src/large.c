@@ -439,6 +439,7 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
     advise_object(object.addr, usable); /* the decommit dropped the advice */
     populate_small_pages(object.addr, usable);
     *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size};
+    sm_arena_note_new_memory(usable);
     return true;
 }
 
@@ -458,6 +459,8 @@ void *sm_large_alloc(size_t size, size_t align, int *zeroed)
         if (!map_object(page_round(size), align, &entry))
             return NULL;
     }
+    if (!reused)
+        sm_arena_note_new_memory(entry.size);
     if (!record_insert(&entry)) {
         sm_region_unmap((void *)entry.map_addr, entry.map_size, entry.size);
         return NULL;

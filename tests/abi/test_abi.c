@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <starmalloc.h>
@@ -204,6 +205,62 @@ static void trim_gives_back_freed_large_pages(void **state)
     if (trimmed.committed_bytes + (size - back_at_free) > freed.committed_bytes)
         fail_msg("trim kept the pages of a freed %zu-byte large object (committed %zu -> %zu)",
                  size, freed.committed_bytes, trimmed.committed_bytes);
+}
+
+static void *allocate_once(void *arg)
+{
+    (void)arg;
+    ABI(free)(checked_malloc(64)); /* a new thread's first allocation refills its cache */
+    return NULL;
+}
+
+/* Emptied slabs: with slab quarantine, all but a few per (arena, class) go back to the
+ * kernel (into the quarantine) as they empty. Without it they are retained for reuse by their
+ * class, and go back once unused for a decay period (1 s), at a later allocation that takes a
+ * class lock: here a new thread's first allocation after each pause. */
+static void emptied_slabs_go_back_after_decay(void **state)
+{
+    (void)state;
+    enum { COUNT = 16384, SIZE = 1000 }; /* 16 MiB of 1 KiB slots */
+    starmalloc_trim(0);
+    char **p = checked_malloc(COUNT * sizeof(*p));
+    for (size_t i = 0; i < COUNT; i++) {
+        p[i] = checked_malloc(SIZE);
+        fill(p[i], SIZE, 5);
+    }
+    struct starmalloc_stats live, freed, later;
+    starmalloc_stats_get(&live);
+    for (size_t i = 0; i < COUNT; i++)
+        ABI(free)(p[i]);
+    ABI(free)(p);
+    starmalloc_stats_get(&freed);
+    assert_true(freed.committed_bytes <= live.committed_bytes);
+    size_t at_free = live.committed_bytes - freed.committed_bytes;
+    if (SM_SLAB_QUARANTINE) {
+        if (at_free < 12 * MiB)
+            fail_msg("with slab quarantine, freeing 16 MiB of slots gave back %zu bytes", at_free);
+        return;
+    }
+    if (at_free > 1 * MiB)
+        fail_msg("without slab quarantine the emptied slabs should be retained, yet freeing 16 "
+                 "MiB of slots gave back %zu bytes at once",
+                 at_free);
+    size_t gone = 0;
+    for (int step = 0; step < 4 && gone < 12 * MiB; step++) {
+        struct timespec pause = {1, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, allocate_once, NULL), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        starmalloc_stats_get(&later);
+        gone = later.committed_bytes < freed.committed_bytes
+                   ? freed.committed_bytes - later.committed_bytes
+                   : 0;
+    }
+    if (gone < 12 * MiB)
+        fail_msg("the retained slabs of 16 MiB of freed slots were still committed after four "
+                 "decay periods (%zu bytes went back)",
+                 gone);
 }
 
 /* In a locked address space (mlockall) the kernel refuses to drop pages (MADV_DONTNEED):
@@ -925,6 +982,7 @@ int main(void)
         cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(trim_gives_back_freed_large_pages),
         cmocka_unit_test(freed_large_objects_in_locked_memory),
+        cmocka_unit_test(emptied_slabs_go_back_after_decay),
         cmocka_unit_test(malloc_zero_distinct),
         cmocka_unit_test(malloc_too_large),
         cmocka_unit_test(calloc_zeroed),

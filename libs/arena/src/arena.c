@@ -1,6 +1,7 @@
 /* Small-object allocation and free within the (arena, class) regions. */
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "arena_internal.h"
 #include "starmalloc/hardening.h"
@@ -216,20 +217,199 @@ static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_st
     return indices[0];
 }
 
+/* ---- retained empty slabs (without slab quarantine) ------------------------------- */
+
+/* Empty slabs retained beyond the kept ones (presets without slab quarantine; see
+ * sm_arena_give_back_retained), all accessed atomically: their bytes (the sum of the states'
+ * retained_counted x slab_bytes), the bytes of the slabs in use (partial or full), the bytes
+ * of new memory taken since the last settle_retained while more was retained than allowed,
+ * when the next decay step is due, and the state where the next give-back starts. */
+static struct {
+    size_t bytes;
+    size_t live;
+    size_t demand;
+    uint64_t next_decay_ms;
+    size_t cursor;
+} retained;
+
+/* Retained bytes allowed beyond the bytes of slabs in use, before new memory makes them go. */
+static const size_t RETAINED_FLOOR_BYTES = (size_t)8 << 20;
+
+static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep,
+                                    enum sm_slab_state retired);
+
+static uint32_t retained_excess(const struct sm_class_state *s)
+{
+    uint32_t empty = s->lists.by_state[SM_SLAB_EMPTY].count;
+    return empty > s->empty_slabs_kept ? empty - s->empty_slabs_kept : 0;
+}
+
+/* Brings the global count of retained bytes up to date with s's empty list (lock held). */
+static void count_retained(struct sm_class_state *s)
+{
+    if (SM_SLAB_QUARANTINE)
+        return;
+    uint32_t excess = retained_excess(s);
+    uint32_t counted = s->retained_counted;
+    if (excess == counted)
+        return;
+    if (excess > counted)
+        __atomic_fetch_add(&retained.bytes, (size_t)(excess - counted) * s->slab_bytes,
+                           __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_sub(&retained.bytes, (size_t)(counted - excess) * s->slab_bytes,
+                           __ATOMIC_RELAXED);
+    __atomic_store_n(&s->retained_counted, excess, __ATOMIC_RELAXED);
+    /* Slabs reused since the last decay step were not idle for the whole period. */
+    if (s->retained_at_decay > excess)
+        s->retained_at_decay = excess;
+}
+
+/* A slab of s started (+1) or stopped (-1) being in use (lock held). */
+static void count_live(const struct sm_class_state *s, int sign)
+{
+    if (SM_SLAB_QUARANTINE)
+        return;
+    if (sign > 0)
+        __atomic_fetch_add(&retained.live, s->slab_bytes, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_sub(&retained.live, s->slab_bytes, __ATOMIC_RELAXED);
+}
+
+/* The retained bytes beyond what is allowed: as many as the slabs in use hold, plus
+ * RETAINED_FLOOR_BYTES. */
+static size_t retained_over_allowance(void)
+{
+    size_t bytes = __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED);
+    size_t allowed = __atomic_load_n(&retained.live, __ATOMIC_RELAXED) + RETAINED_FLOOR_BYTES;
+    return bytes > allowed ? bytes - allowed : 0;
+}
+
+/* `bytes` of new memory were taken from the kernel: while more is retained than allowed, as
+ * many retained bytes are to go back (settle_retained; no lock needed). */
+static void note_new_memory(size_t bytes)
+{
+    if (!SM_SLAB_QUARANTINE && retained_over_allowance() != 0)
+        __atomic_fetch_add(&retained.demand, bytes, __ATOMIC_RELAXED);
+}
+
+/* Gives back up to `count` of s's retained slabs, the oldest (lock held); returns bytes. */
+static size_t give_back_oldest_retained(struct sm_class_state *s, uint32_t count)
+{
+    uint32_t excess = retained_excess(s);
+    if (count > excess)
+        count = excess;
+    if (count == 0)
+        return 0;
+    uint32_t keep = s->lists.by_state[SM_SLAB_EMPTY].count - count;
+    size_t bytes = give_back_empty_slabs(s, keep, SM_SLAB_DECOMMITTED) * s->slab_bytes;
+    count_retained(s);
+    return bytes;
+}
+
+size_t sm_arena_give_back_retained(size_t bytes)
+{
+    if (SM_SLAB_QUARANTINE != 0 || __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED) == 0)
+        return 0;
+    const size_t states = (size_t)SM_ARENAS * SM_NB_CLASSES;
+    size_t start = __atomic_load_n(&retained.cursor, __ATOMIC_RELAXED) % states;
+    size_t done = 0, i = 0;
+    for (; i < states && done < bytes; i++) {
+        struct sm_class_state *s = &sm_layout.states[(start + i) % states];
+        if (__atomic_load_n(&s->retained_counted, __ATOMIC_RELAXED) == 0)
+            continue;
+        sm_lock_acquire(&s->lock);
+        size_t slabs = (bytes - done + s->slab_bytes - 1) / s->slab_bytes;
+        done += give_back_oldest_retained(s, slabs > UINT32_MAX ? UINT32_MAX : (uint32_t)slabs);
+        sm_lock_release(&s->lock);
+    }
+    /* The next give-back starts with the state after the last one this one visited. */
+    __atomic_store_n(&retained.cursor, (start + i) % states, __ATOMIC_RELAXED);
+    return done;
+}
+
+size_t sm_arena_retained_bytes(void)
+{
+    return __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED);
+}
+
+size_t sm_arena_decay_retained(void)
+{
+    if (SM_SLAB_QUARANTINE != 0 || !sm_layout.states)
+        return 0;
+    size_t bytes = 0;
+    for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++) {
+        struct sm_class_state *s = &sm_layout.states[i];
+        if (__atomic_load_n(&s->retained_counted, __ATOMIC_RELAXED) == 0)
+            continue; /* then retained_at_decay is 0 too */
+        sm_lock_acquire(&s->lock);
+        bytes += give_back_oldest_retained(s, s->retained_at_decay);
+        s->retained_at_decay = retained_excess(s);
+        sm_lock_release(&s->lock);
+    }
+    return bytes;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &t) != 0)
+        return 0;
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* Runs a decay step when one is due; of racing threads, one runs it. */
+static void decay_when_due(void)
+{
+    uint64_t now = now_ms();
+    uint64_t due = __atomic_load_n(&retained.next_decay_ms, __ATOMIC_RELAXED);
+    if (now < due ||
+        !__atomic_compare_exchange_n(&retained.next_decay_ms, &due, now + SM_RETAINED_DECAY_MS,
+                                     false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    sm_arena_decay_retained();
+}
+
+void sm_arena_settle_retained(void)
+{
+    if (SM_SLAB_QUARANTINE != 0 || __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED) == 0)
+        return;
+    size_t demand = __atomic_exchange_n(&retained.demand, 0, __ATOMIC_RELAXED);
+    if (demand != 0) {
+        size_t over = retained_over_allowance();
+        sm_arena_give_back_retained(demand < over ? demand : over);
+    }
+    decay_when_due();
+}
+
+void sm_arena_note_new_memory(size_t bytes)
+{
+    note_new_memory(bytes);
+    sm_arena_settle_retained();
+}
+
 /* A slab with a free slot when the partial list is empty: a retained empty slab, then one
  * given back to the kernel, then a fresh one, and only when the class region is exhausted,
  * the oldest quarantined slab. */
 static uint32_t refill_partial(struct sm_class_state *s)
 {
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_EMPTY);
-    if (index == SM_SLAB_NIL)
-        index = reuse_decommitted_slab(s, SM_SLAB_DECOMMITTED);
+    if (index != SM_SLAB_NIL) {
+        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_PARTIAL);
+        count_retained(s);
+        count_live(s, +1);
+        return index;
+    }
+    index = reuse_decommitted_slab(s, SM_SLAB_DECOMMITTED);
     if (index == SM_SLAB_NIL)
         index = take_fresh_slab(s);
     if (index == SM_SLAB_NIL)
         index = reuse_decommitted_slab(s, SM_SLAB_QUARANTINED);
-    if (index != SM_SLAB_NIL)
-        sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_PARTIAL);
+    if (index == SM_SLAB_NIL)
+        return SM_SLAB_NIL;
+    sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_PARTIAL);
+    count_live(s, +1);
+    note_new_memory(s->slab_bytes);
     return index;
 }
 
@@ -279,19 +459,24 @@ static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep,
     return total;
 }
 
-/* Once more than twice s->empty_slabs_kept slabs are empty, the oldest go back to the
- * kernel, down to s->empty_slabs_kept (the hysteresis that keeps alloc/free loops away from
- * system calls, and lets the slabs go in batches). */
+/* With slab quarantine: once more than twice s->empty_slabs_kept slabs are empty, the oldest
+ * go back to the kernel, down to s->empty_slabs_kept (the hysteresis that keeps alloc/free
+ * loops away from system calls, and lets the slabs go in batches). Without it they stay,
+ * retained (sm_arena_give_back_retained). */
 static void retire_empty_slabs(struct sm_class_state *s)
 {
+    if (!SM_SLAB_QUARANTINE) {
+        count_retained(s); /* retained: given back on demand, by decay or at trim */
+        return;
+    }
     if (s->lists.by_state[SM_SLAB_EMPTY].count > 2 * s->empty_slabs_kept)
-        give_back_empty_slabs(s, s->empty_slabs_kept,
-                              SM_SLAB_QUARANTINE ? SM_SLAB_QUARANTINED : SM_SLAB_DECOMMITTED);
+        give_back_empty_slabs(s, s->empty_slabs_kept, SM_SLAB_QUARANTINED);
 }
 
 static void make_empty(struct sm_class_state *s, uint32_t index)
 {
     sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
+    count_live(s, -1);
     retire_empty_slabs(s);
 }
 
@@ -430,6 +615,7 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
     sm_lock_acquire(&s->lock);
     char *p = claim_one(s, &secret, &slab, &slot, &fresh);
     sm_lock_release(&s->lock);
+    sm_arena_settle_retained();
     if (p)
         *zeroed = fresh ? sm_harden_on_alloc_fresh(p, s->info.slot_size, secret)
                         : sm_harden_on_alloc(p, s->info.slot_size, secret);
@@ -456,6 +642,7 @@ uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **s
         fresh[count - 1 - n] = first;
     }
     sm_lock_release(&s->lock);
+    sm_arena_settle_retained();
     for (uint32_t i = 0; n < count && i < n; i++) { /* move the claimed ones to the bottom */
         slots[i] = slots[count - n + i];
         slabs[i] = slabs[count - n + i];
@@ -540,6 +727,7 @@ void sm_arena_free(void *p)
         sm_arena_release_deferred_locked(s, ref.slab, ref.slot);
     }
     sm_lock_release(&s->lock);
+    sm_arena_settle_retained();
 }
 
 enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
@@ -590,10 +778,13 @@ static size_t trim_class(struct sm_class_state *s)
 {
     sm_lock_acquire(&s->lock);
     uint32_t index = sm_slab_list_first(&s->lists, SM_SLAB_PARTIAL);
-    if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index]))
+    if (index != SM_SLAB_NIL && sm_slab_is_empty(&s->slabs[index])) {
         sm_slab_set_state(&s->lists, s->slabs, index, SM_SLAB_EMPTY);
+        count_live(s, -1);
+    }
     /* Trimmed slabs skip the slab quarantine: reusable at once. */
     size_t bytes = give_back_empty_slabs(s, 0, SM_SLAB_DECOMMITTED) * s->slab_bytes;
+    count_retained(s);
     sm_lock_release(&s->lock);
     return bytes;
 }

@@ -116,6 +116,12 @@ static inline struct sm_slab *sm_arena_slab_of(const struct sm_class_state *s, c
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
                               struct sm_slab **slabs, uint32_t *allocated_indices, uint8_t *fresh);
 
+/* After a class's lock was released (allocation or free): gives back retained slabs for the
+ * new memory taken meanwhile while more is retained than allowed, and runs a decay step when
+ * one is due (see sm_arena_give_back_retained). One atomic load when nothing is retained.
+ * Takes class locks in turn: call with none held. */
+void sm_arena_settle_retained(void);
+
 /* Whether p is the start of a slot of a slab whose metadata is set up (every slab below the
  * class's fresh_next: one that held slots, or a guard slab, whose slots are never in use);
  * fills *ref. Safe without any lock (arithmetic and an atomic load). */

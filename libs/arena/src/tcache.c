@@ -99,6 +99,7 @@ static void return_slots(void *const *slots, uint32_t count)
     release_slots(&locked, slots, count);
     if (locked)
         sm_lock_release(&locked->lock);
+    sm_arena_settle_retained();
 }
 
 static void push_ready(struct cache_bin *bin, void *p, uint32_t index, struct sm_slab *slab);
@@ -148,6 +149,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
     if (locked)
         sm_lock_release(&locked->lock);
     bin->pending = 0;
+    sm_arena_settle_retained();
 }
 
 /* Without slot quarantine: gives the gathered slots of other arenas back to their slabs. */

@@ -424,15 +424,20 @@ static void test_statistics_over_fill_and_free(void **state)
     assert_int_equal(st.slabs_partial + st.slabs_full + st.slabs_empty + st.slabs_quarantined +
                          st.slabs_decommitted,
                      101);
-    /* Up to twice the kept ones between two batches. */
-    assert_in_range(st.slabs_empty, 1, 2 * locate(p[0]).owner->empty_slabs_kept);
-    if (!SM_SLAB_QUARANTINE) /* purged in batches: down to the kept ones, never below */
-        assert_true(st.slabs_decommitted > 0 &&
-                    st.slabs_empty >= locate(p[0]).owner->empty_slabs_kept);
-    if (SM_SLAB_QUARANTINE)
+    uint32_t kept = locate(p[0]).owner->empty_slabs_kept;
+    if (SM_SLAB_QUARANTINE) {
+        /* Up to twice the kept ones between two batches; the others are quarantined. */
+        assert_in_range(st.slabs_empty, 1, 2 * kept);
         assert_in_range(st.slabs_quarantined, 1, SM_SLAB_QUARANTINE);
-    else
-        assert_int_equal(st.slabs_quarantined, 0);
+    } else {
+        /* Retained: every emptied slab stays committed (but the partial list's head, which
+         * may stay put), far beyond the kept ones; none went back to the kernel. */
+        assert_true(100 > 2 * kept);
+        assert_in_range(st.slabs_empty, 100, 101);
+        assert_int_equal(st.slabs_quarantined + st.slabs_decommitted, 0);
+        assert_true(sm_arena_retained_bytes() >=
+                    (st.slabs_empty - kept) * sm_sizeclass_slab_bytes(cls));
+    }
 
     /* Allocating as much again takes every slot that is not held back (by the slot
      * quarantine, or in a quarantined slab) before it takes a fresh slab. */
@@ -469,6 +474,73 @@ static void test_trim_returns_empty_slabs(void **state)
     char *p = alloc_checked(arena, cls);
     memset(p, 1, usable_size(cls));
     sm_arena_free(p);
+}
+
+/* Fills `count` slabs of (arena, cls) and frees them all: they become empty slabs. */
+static void fill_and_empty_slabs(unsigned arena, unsigned cls, size_t count)
+{
+    size_t n = count * sm_sizeclass_geometry(cls)->slots;
+    char **p = calloc(n, sizeof(*p));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = alloc_checked(arena, cls);
+    for (size_t i = 0; i < n; i++)
+        sm_arena_free(p[i]);
+    free(p);
+}
+
+/* Without slab quarantine, emptied slabs are retained, and go back to the kernel after two
+ * decay steps, for new memory while more is retained than the allowance (slabs in use + 8
+ * MiB), and at trim. With slab quarantine nothing is retained. */
+static void test_retained_slabs_go_back(void **state)
+{
+    (void)state;
+    const unsigned arena = SM_ARENAS - 1;
+    const unsigned cls = SM_NB_CLASSES - 1; /* the largest class: few slots per slab */
+    const size_t slab_bytes = sm_sizeclass_slab_bytes(cls);
+    const size_t slabs = ((size_t)24 << 20) / slab_bytes; /* 24 MiB: beyond the allowance */
+    char *probe = alloc_checked(arena, cls);
+    const uint32_t kept = locate(probe).owner->empty_slabs_kept;
+    sm_arena_free(probe);
+    struct sm_class_stats st;
+    fill_and_empty_slabs(arena, cls, slabs);
+    sm_arena_class_stats(arena, cls, &st);
+    if (SM_SLAB_QUARANTINE) {
+        assert_int_equal(sm_arena_retained_bytes(), 0);
+        assert_int_equal(sm_arena_decay_retained(), 0);
+        assert_int_equal(sm_arena_give_back_retained(SIZE_MAX), 0);
+        assert_true(st.slabs_quarantined + st.slabs_decommitted > 0); /* not retained */
+        return;
+    }
+    assert_in_range(st.slabs_empty, slabs - 1, slabs);
+    size_t retained = (st.slabs_empty - kept) * slab_bytes;
+    assert_true(sm_arena_retained_bytes() >= retained);
+
+    /* Decay: the first step notes what is retained, the second gives it back. */
+    sm_arena_decay_retained();
+    assert_true(sm_arena_decay_retained() >= retained);
+    sm_arena_class_stats(arena, cls, &st);
+    assert_int_equal(st.slabs_empty, kept);
+    assert_true(st.slabs_decommitted >= slabs - 1 - kept);
+
+    /* New memory while more is retained than allowed: as many bytes go back. */
+    fill_and_empty_slabs(arena, cls, slabs);
+    size_t before = sm_arena_retained_bytes();
+    sm_arena_note_new_memory((size_t)1 << 20);
+    size_t after = sm_arena_retained_bytes();
+    assert_true(after < before);
+    assert_in_range(before - after, (size_t)1 << 20, ((size_t)1 << 20) + slab_bytes);
+
+    /* Reusing retained slabs gives nothing back and takes them off the count. */
+    char *p = alloc_checked(arena, cls);
+    assert_true(sm_arena_retained_bytes() <= after);
+    sm_arena_free(p);
+
+    /* Trim gives back every empty slab. */
+    sm_arena_trim();
+    assert_int_equal(sm_arena_retained_bytes(), 0);
+    sm_arena_class_stats(arena, cls, &st);
+    assert_int_equal(st.slabs_empty, 0);
 }
 
 /* ---- threads ---------------------------------------------------------------------------- */
@@ -810,6 +882,7 @@ int main(void)
         cmocka_unit_test(test_layout_of_the_slab_region),
         cmocka_unit_test(test_statistics_over_fill_and_free),
         cmocka_unit_test(test_trim_returns_empty_slabs),
+        cmocka_unit_test(test_retained_slabs_go_back),
         cmocka_unit_test(test_every_class_hands_out_distinct_writable_slots),
         cmocka_unit_test(test_zeroed_slots_are_zero),
         cmocka_unit_test(test_locate_resolves_slot_starts_only),

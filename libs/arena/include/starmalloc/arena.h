@@ -42,6 +42,10 @@ enum {
      * about SM_EMPTY_BYTES_KEPT bytes of them, and at least SM_EMPTY_SLABS_KEPT_MIN. */
     SM_EMPTY_BYTES_KEPT = 64 << 10,
     SM_EMPTY_SLABS_KEPT_MIN = SM_SLAB_QUARANTINE != 0 ? 1 : 8,
+    /* Without slab quarantine, the empty slabs beyond those kept are retained too (see
+     * sm_arena_give_back_retained); one that no allocation reused during a whole decay period
+     * goes back to the kernel at the first allocation that needs new slabs after it. */
+    SM_RETAINED_DECAY_MS = 1000,
 };
 
 /* Everything about one (arena, class) pair; guarded by its lock. */
@@ -59,6 +63,9 @@ struct sm_class_state {
                                          read without the lock by free */
     uint32_t allocated_shift;         /* one allocated byte per 2^allocated_shift bytes */
     uint32_t empty_slabs_kept;        /* empty slabs kept committed (see SM_EMPTY_BYTES_KEPT) */
+    uint32_t retained_counted;        /* empty slabs beyond the kept ones, as counted in the global
+                                         total (written under the lock, read without it) */
+    uint32_t retained_at_decay;       /* of those, how many there were at the last decay */
     struct sm_slab_lists lists;
     char *slab_memory;        /* the class region */
     struct sm_slab *slabs;    /* metadata, max_slabs entries */
@@ -163,6 +170,34 @@ void sm_arena_fork_child(void);
  * returns the number of bytes decommitted. Takes each (arena, class) lock in turn. Slots
  * held in thread caches keep their slabs (as glibc's malloc_trim keeps its tcache). */
 size_t sm_arena_trim(void);
+
+/* Without slab quarantine, empty slabs beyond the few kept per (arena, class) are retained
+ * (committed, reusable at once by their class) rather than given back when they empty, so
+ * that a program whose allocations come and go in phases does not fault its memory in again
+ * every phase. They go back to the kernel, oldest first within each (arena, class):
+ * - when new memory is taken (a class takes a fresh or decommitted slab, or the large path
+ *   maps memory: sm_arena_note_new_memory) while the retained bytes exceed the bytes of the
+ *   slabs in use plus 8 MiB: as many bytes as were taken, down to that allowance;
+ * - when a whole decay period (SM_RETAINED_DECAY_MS) passed without their class reusing
+ *   them: at the next allocation or free that takes a class's lock after that;
+ * - at sm_arena_trim.
+ * This function gives back up to `bytes` bytes of retained slabs (whole slabs, in the
+ * (arena, class) pairs in turn) and returns how many bytes it gave back; 0 with slab
+ * quarantine (nothing is retained then). Takes each (arena, class) lock in turn: call it
+ * with none held. */
+size_t sm_arena_give_back_retained(size_t bytes);
+
+/* The caller took `bytes` of new memory from the kernel (the large path): gives back
+ * retained slabs as above when more is retained than allowed. Call with no lock held. */
+void sm_arena_note_new_memory(size_t bytes);
+
+/* Bytes of empty slabs retained beyond the kept ones, in all (arena, class) pairs. */
+size_t sm_arena_retained_bytes(void);
+
+/* One decay step (what happens once per SM_RETAINED_DECAY_MS): gives back the retained slabs
+ * of each (arena, class) that were already retained at the previous step and are still;
+ * returns the bytes given back. Exposed for tests; takes each lock in turn. */
+size_t sm_arena_decay_retained(void);
 
 /* Statistics of one (arena, class) pair, read under its lock. */
 struct sm_class_stats {

@@ -579,6 +579,7 @@ static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable
         entry->size = usable;
     sm_lock_release(&large.lock);
     advise_object(old->addr, usable);
+    sm_arena_note_new_memory(more);
     return true;
 }
 
@@ -613,6 +614,7 @@ static void *grow_by_moving(const struct sm_avl_entry *old, size_t usable)
         return NULL;
     }
     advise_object(moved.addr, usable);
+    sm_arena_note_new_memory(usable - old->size);
     if (old->addr > old->map_addr)
         sm_region_release((void *)old->map_addr, old->addr - old->map_addr);
     uintptr_t old_end = old->addr + old->size;

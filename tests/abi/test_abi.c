@@ -216,19 +216,22 @@ static void *allocate_once(void *arg)
 
 /* Emptied slabs: with slab quarantine, all but a few per (arena, class) go back to the
  * kernel (into the quarantine) as they empty. Without it they are retained for reuse by their
- * class, and go back once unused for a decay period (1 s), at a later allocation that takes a
- * class lock: here a new thread's first allocation after each pause. */
+ * class; a large object allocated while they exceed the allowance (slabs in use + 8 MiB)
+ * takes their place, and the rest go back once unused for a decay period (1 s), at a later
+ * allocation that takes a class lock: here a new thread's first allocation after each
+ * pause. */
 static void emptied_slabs_go_back_after_decay(void **state)
 {
     (void)state;
-    enum { COUNT = 16384, SIZE = 1000 }; /* 16 MiB of 1 KiB slots */
+    enum { COUNT = 32768, SIZE = 1000 }; /* 32 MiB of 1 KiB slots */
+    const size_t large = 8 * MiB;
     starmalloc_trim(0);
     char **p = checked_malloc(COUNT * sizeof(*p));
     for (size_t i = 0; i < COUNT; i++) {
         p[i] = checked_malloc(SIZE);
         fill(p[i], SIZE, 5);
     }
-    struct starmalloc_stats live, freed, later;
+    struct starmalloc_stats live, freed, with_large, later;
     starmalloc_stats_get(&live);
     for (size_t i = 0; i < COUNT; i++)
         ABI(free)(p[i]);
@@ -237,16 +240,27 @@ static void emptied_slabs_go_back_after_decay(void **state)
     assert_true(freed.committed_bytes <= live.committed_bytes);
     size_t at_free = live.committed_bytes - freed.committed_bytes;
     if (SM_SLAB_QUARANTINE) {
-        if (at_free < 12 * MiB)
-            fail_msg("with slab quarantine, freeing 16 MiB of slots gave back %zu bytes", at_free);
+        if (at_free < 28 * MiB)
+            fail_msg("with slab quarantine, freeing 32 MiB of slots gave back %zu bytes", at_free);
         return;
     }
     if (at_free > 1 * MiB)
-        fail_msg("without slab quarantine the emptied slabs should be retained, yet freeing 16 "
+        fail_msg("without slab quarantine the emptied slabs should be retained, yet freeing 32 "
                  "MiB of slots gave back %zu bytes at once",
                  at_free);
+
+    char *big = checked_malloc(large);
+    fill(big, large, 6);
+    starmalloc_stats_get(&with_large);
+    if (with_large.committed_bytes > freed.committed_bytes + 2 * MiB)
+        fail_msg("a %zu-byte large object did not take the place of retained slabs (committed "
+                 "%zu -> %zu)",
+                 large, freed.committed_bytes, with_large.committed_bytes);
+    ABI(free)(big);
+    starmalloc_stats_get(&freed); /* the large object's pages may be kept for reuse */
+
     size_t gone = 0;
-    for (int step = 0; step < 4 && gone < 12 * MiB; step++) {
+    for (int step = 0; step < 4 && gone < 16 * MiB; step++) {
         struct timespec pause = {1, 50 * 1000 * 1000};
         nanosleep(&pause, NULL);
         pthread_t t;
@@ -257,8 +271,8 @@ static void emptied_slabs_go_back_after_decay(void **state)
                    ? freed.committed_bytes - later.committed_bytes
                    : 0;
     }
-    if (gone < 12 * MiB)
-        fail_msg("the retained slabs of 16 MiB of freed slots were still committed after four "
+    if (gone < 16 * MiB)
+        fail_msg("the retained slabs of 24 MiB of freed slots were still committed after four "
                  "decay periods (%zu bytes went back)",
                  gone);
 }

@@ -176,8 +176,9 @@ size_t sm_arena_trim(void);
  * that a program whose allocations come and go in phases does not fault its memory in again
  * every phase. They go back to the kernel, oldest first within each (arena, class):
  * - when new memory is taken (a class takes a fresh or decommitted slab, or the large path
- *   maps memory: sm_arena_note_new_memory) while the retained bytes exceed the bytes of the
- *   slabs in use plus 8 MiB: as many bytes as were taken, down to that allowance;
+ *   maps, re-commits or grows an object: sm_arena_note_new_memory) while the retained bytes
+ *   exceed the bytes of the slabs in use plus 8 MiB: as many bytes as were taken, down to
+ *   that allowance;
  * - when a whole decay period (SM_RETAINED_DECAY_MS) passed without their class reusing
  *   them: at the next allocation or free that takes a class's lock after that;
  * - at sm_arena_trim.

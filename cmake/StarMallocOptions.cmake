@@ -104,6 +104,18 @@ else()
   set(SM_GUARD_MARKERS 0)
 endif()
 
+# Tuning, not a policy: without slab quarantine, emptied slabs are retained for reuse by their
+# class and go back to the kernel once unused for this many milliseconds (or earlier when new
+# memory is taken while too much is retained); 0 gives them back as they empty, beyond a few
+# kept per (arena, class). No effect with slab quarantine, whose emptied slabs it holds.
+set(STARMALLOC_RETAINED_DECAY_MS 1000 CACHE STRING
+    "Without slab quarantine: milliseconds an emptied slab stays retained unused before it goes back to the kernel (0: at once)")
+if(NOT STARMALLOC_RETAINED_DECAY_MS MATCHES "^[0-9]+$" OR STARMALLOC_RETAINED_DECAY_MS GREATER 3600000)
+  message(FATAL_ERROR "STARMALLOC_RETAINED_DECAY_MS='${STARMALLOC_RETAINED_DECAY_MS}': must be a whole "
+                      "number of milliseconds from 0 to 3600000")
+endif()
+set(SM_RETAINED_DECAY_MS ${STARMALLOC_RETAINED_DECAY_MS})
+
 if(STARMALLOC_HARDENING STREQUAL "none")
   set(SM_HARDENING_LEVEL 0)
 elseif(STARMALLOC_HARDENING STREQUAL "light")

@@ -217,7 +217,7 @@ static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_st
     return indices[0];
 }
 
-/* ---- retained empty slabs (without slab quarantine) ------------------------------- */
+/* ---- retained empty slabs (SM_RETAIN_EMPTY_SLABS) ---------------------------------- */
 
 /* Empty slabs retained beyond the kept ones (presets without slab quarantine; see
  * sm_arena_give_back_retained), all accessed atomically: their bytes (the sum of the states'
@@ -247,7 +247,7 @@ static uint32_t retained_excess(const struct sm_class_state *s)
 /* Brings the global count of retained bytes up to date with s's empty list (lock held). */
 static void count_retained(struct sm_class_state *s)
 {
-    if (SM_SLAB_QUARANTINE)
+    if (!SM_RETAIN_EMPTY_SLABS)
         return;
     uint32_t excess = retained_excess(s);
     uint32_t counted = s->retained_counted;
@@ -268,7 +268,7 @@ static void count_retained(struct sm_class_state *s)
 /* A slab of s started (+1) or stopped (-1) being in use (lock held). */
 static void count_live(const struct sm_class_state *s, int sign)
 {
-    if (SM_SLAB_QUARANTINE)
+    if (!SM_RETAIN_EMPTY_SLABS)
         return;
     if (sign > 0)
         __atomic_fetch_add(&retained.live, s->slab_bytes, __ATOMIC_RELAXED);
@@ -289,7 +289,7 @@ static size_t retained_over_allowance(void)
  * many retained bytes are to go back (settle_retained; no lock needed). */
 static void note_new_memory(size_t bytes)
 {
-    if (!SM_SLAB_QUARANTINE && retained_over_allowance() != 0)
+    if (SM_RETAIN_EMPTY_SLABS && retained_over_allowance() != 0)
         __atomic_fetch_add(&retained.demand, bytes, __ATOMIC_RELAXED);
 }
 
@@ -309,7 +309,7 @@ static size_t give_back_oldest_retained(struct sm_class_state *s, uint32_t count
 
 size_t sm_arena_give_back_retained(size_t bytes)
 {
-    if (SM_SLAB_QUARANTINE != 0 || __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED) == 0)
+    if (!SM_RETAIN_EMPTY_SLABS || __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED) == 0)
         return 0;
     const size_t states = (size_t)SM_ARENAS * SM_NB_CLASSES;
     size_t start = __atomic_load_n(&retained.cursor, __ATOMIC_RELAXED) % states;
@@ -335,7 +335,7 @@ size_t sm_arena_retained_bytes(void)
 
 size_t sm_arena_decay_retained(void)
 {
-    if (SM_SLAB_QUARANTINE != 0 || !sm_layout.states)
+    if (!SM_RETAIN_EMPTY_SLABS || !sm_layout.states)
         return 0;
     size_t bytes = 0;
     for (size_t i = 0; i < (size_t)SM_ARENAS * SM_NB_CLASSES; i++) {
@@ -372,7 +372,7 @@ static void decay_when_due(void)
 
 void sm_arena_settle_retained(void)
 {
-    if (SM_SLAB_QUARANTINE != 0 || __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED) == 0)
+    if (!SM_RETAIN_EMPTY_SLABS || __atomic_load_n(&retained.bytes, __ATOMIC_RELAXED) == 0)
         return;
     size_t demand = __atomic_exchange_n(&retained.demand, 0, __ATOMIC_RELAXED);
     if (demand != 0) {
@@ -459,18 +459,19 @@ static size_t give_back_empty_slabs(struct sm_class_state *s, uint32_t keep,
     return total;
 }
 
-/* With slab quarantine: once more than twice s->empty_slabs_kept slabs are empty, the oldest
- * go back to the kernel, down to s->empty_slabs_kept (the hysteresis that keeps alloc/free
- * loops away from system calls, and lets the slabs go in batches). Without it they stay,
+/* Once more than twice s->empty_slabs_kept slabs are empty, the oldest go back to the
+ * kernel, down to s->empty_slabs_kept (the hysteresis that keeps alloc/free loops away from
+ * system calls, and lets the slabs go in batches); with SM_RETAIN_EMPTY_SLABS they stay,
  * retained (sm_arena_give_back_retained). */
 static void retire_empty_slabs(struct sm_class_state *s)
 {
-    if (!SM_SLAB_QUARANTINE) {
+    if (SM_RETAIN_EMPTY_SLABS) {
         count_retained(s); /* retained: given back on demand, by decay or at trim */
         return;
     }
     if (s->lists.by_state[SM_SLAB_EMPTY].count > 2 * s->empty_slabs_kept)
-        give_back_empty_slabs(s, s->empty_slabs_kept, SM_SLAB_QUARANTINED);
+        give_back_empty_slabs(s, s->empty_slabs_kept,
+                              SM_SLAB_QUARANTINE ? SM_SLAB_QUARANTINED : SM_SLAB_DECOMMITTED);
 }
 
 static void make_empty(struct sm_class_state *s, uint32_t index)

@@ -429,6 +429,11 @@ static void test_statistics_over_fill_and_free(void **state)
         /* Up to twice the kept ones between two batches; the others are quarantined. */
         assert_in_range(st.slabs_empty, 1, 2 * kept);
         assert_in_range(st.slabs_quarantined, 1, SM_SLAB_QUARANTINE);
+    } else if (!SM_RETAIN_EMPTY_SLABS) {
+        /* Given back in batches: down to the kept ones, never below. */
+        assert_in_range(st.slabs_empty, kept, 2 * kept);
+        assert_true(st.slabs_decommitted > 0);
+        assert_int_equal(st.slabs_quarantined, 0);
     } else {
         /* Retained: every emptied slab stays committed (but the partial list's head, which
          * may stay put), far beyond the kept ones; none went back to the kernel. */
@@ -489,9 +494,9 @@ static void fill_and_empty_slabs(unsigned arena, unsigned cls, size_t count)
     free(p);
 }
 
-/* Without slab quarantine, emptied slabs are retained, and go back to the kernel after two
- * decay steps, for new memory while more is retained than the allowance (slabs in use + 8
- * MiB), and at trim. With slab quarantine nothing is retained. */
+/* Without slab quarantine (and with a decay period), emptied slabs are retained, and go back
+ * to the kernel after two decay steps, for new memory while more is retained than the
+ * allowance (slabs in use + 8 MiB), and at trim. Otherwise nothing is retained. */
 static void test_retained_slabs_go_back(void **state)
 {
     (void)state;
@@ -505,7 +510,7 @@ static void test_retained_slabs_go_back(void **state)
     struct sm_class_stats st;
     fill_and_empty_slabs(arena, cls, slabs);
     sm_arena_class_stats(arena, cls, &st);
-    if (SM_SLAB_QUARANTINE) {
+    if (!SM_RETAIN_EMPTY_SLABS) {
         assert_int_equal(sm_arena_retained_bytes(), 0);
         assert_int_equal(sm_arena_decay_retained(), 0);
         assert_int_equal(sm_arena_give_back_retained(SIZE_MAX), 0);

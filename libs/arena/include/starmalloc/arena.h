@@ -42,10 +42,10 @@ enum {
      * about SM_EMPTY_BYTES_KEPT bytes of them, and at least SM_EMPTY_SLABS_KEPT_MIN. */
     SM_EMPTY_BYTES_KEPT = 64 << 10,
     SM_EMPTY_SLABS_KEPT_MIN = SM_SLAB_QUARANTINE != 0 ? 1 : 8,
-    /* Without slab quarantine, the empty slabs beyond those kept are retained too (see
-     * sm_arena_give_back_retained); one that no allocation reused during a whole decay period
-     * goes back to the kernel at the first allocation that needs new slabs after it. */
-    SM_RETAINED_DECAY_MS = 1000,
+    /* Without slab quarantine and with a decay period (SM_RETAINED_DECAY_MS, config.h), the
+     * empty slabs beyond those kept are retained too (see sm_arena_give_back_retained);
+     * otherwise the oldest go back to the kernel once twice as many as kept are empty. */
+    SM_RETAIN_EMPTY_SLABS = SM_SLAB_QUARANTINE == 0 && SM_RETAINED_DECAY_MS != 0,
 };
 
 /* Everything about one (arena, class) pair; guarded by its lock. */
@@ -171,10 +171,11 @@ void sm_arena_fork_child(void);
  * held in thread caches keep their slabs (as glibc's malloc_trim keeps its tcache). */
 size_t sm_arena_trim(void);
 
-/* Without slab quarantine, empty slabs beyond the few kept per (arena, class) are retained
- * (committed, reusable at once by their class) rather than given back when they empty, so
- * that a program whose allocations come and go in phases does not fault its memory in again
- * every phase. They go back to the kernel, oldest first within each (arena, class):
+/* With SM_RETAIN_EMPTY_SLABS (no slab quarantine, a decay period), empty slabs beyond the few
+ * kept per (arena, class) are retained (committed, reusable at once by their class) rather
+ * than given back when they empty, so that a program whose allocations come and go in phases
+ * does not fault its memory in again every phase. They go back to the kernel, oldest first within
+ * each (arena, class):
  * - when new memory is taken (a class takes a fresh or decommitted slab, or the large path
  *   maps, re-commits or grows an object: sm_arena_note_new_memory) while the retained bytes
  *   exceed the bytes of the slabs in use plus 8 MiB: as many bytes as were taken, down to
@@ -183,8 +184,8 @@ size_t sm_arena_trim(void);
  *   them: at the next allocation or free that takes a class's lock after that;
  * - at sm_arena_trim.
  * This function gives back up to `bytes` bytes of retained slabs (whole slabs, in the
- * (arena, class) pairs in turn) and returns how many bytes it gave back; 0 with slab
- * quarantine (nothing is retained then). Takes each (arena, class) lock in turn: call it
+ * (arena, class) pairs in turn) and returns how many bytes it gave back; 0 without
+ * SM_RETAIN_EMPTY_SLABS (nothing is retained). Takes each (arena, class) lock in turn: call it
  * with none held. */
 size_t sm_arena_give_back_retained(size_t bytes);
 

@@ -219,11 +219,12 @@ static uint32_t reuse_decommitted_slab(struct sm_class_state *s, enum sm_slab_st
 
 /* ---- retained empty slabs (SM_RETAIN_EMPTY_SLABS) ---------------------------------- */
 
-/* Empty slabs retained beyond the kept ones (presets without slab quarantine; see
- * sm_arena_give_back_retained), all accessed atomically: their bytes (the sum of the states'
- * retained_counted x slab_bytes), the bytes of the slabs in use (partial or full), the bytes
- * of new memory taken since the last settle_retained while more was retained than allowed,
- * when the next decay step is due, and the state where the next give-back starts. */
+/* Empty slabs retained beyond the kept ones (SM_RETAIN_EMPTY_SLABS: no slab quarantine and a
+ * decay period; see sm_arena_give_back_retained), all accessed atomically: their bytes (the
+ * sum of the states' retained_counted x slab_bytes), the bytes of the slabs in use (partial or
+ * full), the bytes of new memory taken since the last settle_retained while more was
+ * retained than allowed, when the next decay step is due, and the state where the next
+ * give-back starts. */
 static struct {
     size_t bytes;
     size_t live;

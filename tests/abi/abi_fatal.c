@@ -9,6 +9,7 @@
  * error, 3 when the bad operation returned instead of aborting. */
 #include <inttypes.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,10 +257,39 @@ static void scenario_free_aligned_sized_bad_alignment(void)
     ABI(free_aligned_sized)(p, opaque_size(24), opaque_size(16));
 }
 
+/* A double free in a thread-specific-data destructor that runs after StarMalloc's own has
+ * taken the thread's cache away (its key is older): the path of a thread without a cache. */
+static void double_free_in_destructor(void *arg)
+{
+    (void)arg;
+    double_free(100);
+}
+
+static void *set_exiting_value(void *key)
+{
+    ABI(free)(alloc(100)); /* the thread has a cache until it exits */
+    pthread_setspecific(*(pthread_key_t *)key, key);
+    return NULL;
+}
+
+static void scenario_double_free_exiting_thread(void)
+{
+    ABI(free)(alloc(16)); /* the allocator's key exists before this one */
+    static pthread_key_t key;
+    pthread_t tid;
+    if (pthread_key_create(&key, double_free_in_destructor) != 0 ||
+        pthread_create(&tid, NULL, set_exiting_value, &key) != 0) {
+        fprintf(stderr, "abi_fatal: cannot start the thread\n");
+        exit(2);
+    }
+    pthread_join(tid, NULL);
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
 } scenarios[] = {
+    {"double_free_exiting_thread", scenario_double_free_exiting_thread},
     {"ok", scenario_ok},
     {"double_free_16", scenario_double_free_16},
     {"double_free_100", scenario_double_free_100},

@@ -930,6 +930,78 @@ static void threads_malloc_free(void **state)
     }
 }
 
+/* A thread's last allocations, in a thread-specific-data destructor: StarMalloc's own
+ * destructor (its key is older, so it runs first) has taken the thread's cache away, so these
+ * take the paths of a thread without a cache. Blocks from the thread's life are freed there
+ * too; glibc calls the destructor again while it sets its value again (two rounds). */
+struct exiting_thread {
+    pthread_key_t key;
+    void *kept[64]; /* allocated while the thread still had its cache */
+    unsigned rounds;
+    unsigned failures;
+};
+
+static void allocate_in_destructor(void *arg)
+{
+    struct exiting_thread *t = arg;
+    void *live[64];
+    for (unsigned i = 0; i < 64; i++) {
+        size_t size = (size_t)16 << (i % 9); /* 16 B .. 4 KiB */
+        live[i] = i % 2 ? ABI(calloc)(1, size) : ABI(malloc)(size);
+        if (!live[i]) {
+            t->failures++;
+            continue;
+        }
+        fill(live[i], size, 1000 + i);
+    }
+    for (unsigned i = 0; i < 64; i++) {
+        size_t size = (size_t)16 << (i % 9);
+        if (live[i] && check_fill(live[i], size, 1000 + i) != size)
+            t->failures++;
+        ABI(free)(live[i]);
+        if (t->kept[i] && check_fill(t->kept[i], 100 + i, i) != 100 + i)
+            t->failures++;
+        ABI(free)(t->kept[i]);
+        t->kept[i] = NULL;
+    }
+    void *large = ABI(realloc)(ABI(malloc)(100), 256 * KiB);
+    if (!large)
+        t->failures++;
+    ABI(free)(large);
+    if (++t->rounds < 2 && pthread_setspecific(t->key, t) != 0)
+        t->failures++;
+}
+
+static void *exiting_thread_main(void *arg)
+{
+    struct exiting_thread *t = arg;
+    for (unsigned i = 0; i < 64; i++) {
+        t->kept[i] = ABI(malloc)(100 + i);
+        if (t->kept[i])
+            fill(t->kept[i], 100 + i, i);
+    }
+    if (pthread_setspecific(t->key, t) != 0)
+        t->failures++;
+    return NULL;
+}
+
+static void allocation_after_thread_cache_is_gone(void **state)
+{
+    (void)state;
+    ABI(free)(checked_malloc(16)); /* the allocator's key exists before the test's */
+    struct exiting_thread t = {0};
+    assert_int_equal(pthread_key_create(&t.key, allocate_in_destructor), 0);
+    for (unsigned round = 0; round < 8; round++) {
+        t.rounds = 0;
+        pthread_t tid;
+        assert_int_equal(pthread_create(&tid, NULL, exiting_thread_main, &t), 0);
+        assert_int_equal(pthread_join(tid, NULL), 0);
+        assert_int_equal(t.rounds, 2);
+        assert_int_equal(t.failures, 0);
+    }
+    assert_int_equal(pthread_key_delete(t.key), 0);
+}
+
 /* ---- the override ----------------------------------------------------------------------- */
 
 #ifndef SM_ABI_PREFIXED
@@ -1025,6 +1097,7 @@ int main(void)
         cmocka_unit_test(usable_size_writable),
         cmocka_unit_test(free_null_and_sized),
         cmocka_unit_test(threads_malloc_free),
+        cmocka_unit_test(allocation_after_thread_cache_is_gone),
     };
 #ifdef SM_ABI_PREFIXED
     return cmocka_run_group_tests_name("abi.prefixed", tests, NULL, NULL);

@@ -19,6 +19,10 @@ struct __attribute__((aligned(SM_PAGE_SIZE))) heap_layout {
 
 extern struct heap_layout sm_layout;
 
+/* The bytes of one class's bin in a thread cache (tcache.c): a class's bin is
+ * cache_bin_offset = class_index * SM_CACHE_BIN_BYTES bytes into a cache. */
+enum { SM_CACHE_BIN_BYTES = 1024 };
+
 static inline struct sm_class_state *sm_arena_state(unsigned arena, unsigned cls)
 {
     return &sm_layout.states[(size_t)arena * SM_NB_CLASSES + cls];
@@ -85,7 +89,7 @@ static inline uint32_t sm_arena_allocated_index(const struct sm_class_state *s, 
  * committed. Lock-free. True is not yet a validation: only the byte of a slot's start can be
  * 1 (see sm_slab_defer_byte), so the caller's exchange on the byte decides. */
 static inline bool sm_arena_allocated_lookup(const void *p, struct sm_class_state **owner,
-                                             uint32_t *index)
+                                             size_t *index)
 {
     size_t offset = (uintptr_t)p - (uintptr_t)sm_layout.slab_base;
     struct sm_class_state *s = &sm_layout.states[offset >> sm_layout.region_shift];
@@ -97,7 +101,7 @@ static inline bool sm_arena_allocated_lookup(const void *p, struct sm_class_stat
     if (rotated >= __atomic_load_n(&s->allocated_bytes_committed, __ATOMIC_RELAXED))
         return false;
     *owner = s;
-    *index = (uint32_t)rotated;
+    *index = rotated; /* below the committed bytes: fits 32 bits */
     return true;
 }
 

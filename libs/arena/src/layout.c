@@ -112,6 +112,7 @@ static void init_states(void)
             size_t i = (size_t)a * SM_NB_CLASSES + c;
             struct sm_class_state *s = &states[i];
             s->class_index = c;
+            s->cache_bin_offset = (size_t)c * SM_CACHE_BIN_BYTES;
             s->info = *sm_sizeclass_geometry(c);
             s->slab_bytes = sm_sizeclass_slab_bytes(c);
             s->empty_slabs_kept = (uint32_t)(SM_EMPTY_BYTES_KEPT / s->slab_bytes);

@@ -35,8 +35,9 @@ struct cache_bin {
      * another arena on their way back to their slabs. */
     void *pending_slots[PENDING_MAX];
 } __attribute__((aligned(64)));
-/* A power of two, so that &bins[cls] is a shift away. */
-_Static_assert(sizeof(struct cache_bin) == 1024, "a cache bin takes 1 KiB");
+/* The states' cache_bin_offset are counted in these (a power of two: &bins[cls] is also a
+ * shift away). */
+_Static_assert(sizeof(struct cache_bin) == SM_CACHE_BIN_BYTES, "a cache bin takes 1 KiB");
 
 struct sm_tcache {
     struct cache_bin bins[SM_NB_CLASSES];
@@ -57,8 +58,14 @@ static struct {
     pthread_key_t key;
 } pool;
 
+/* A thread without a cache of its own points at this one, never written: its bins are empty
+ * (malloc finds no slot) and can take no freed slot (pending_capacity 0), so both fast paths
+ * fall through to their slow paths without a test of their own for "no cache". */
+static struct sm_tcache no_cache;
+
 enum { CACHE_NONE = 0, CACHE_ACTIVE, CACHE_UNAVAILABLE };
-static __thread struct sm_tcache *thread_cache __attribute__((tls_model("initial-exec")));
+static __thread struct sm_tcache *thread_cache __attribute__((tls_model("initial-exec"))) =
+    &no_cache;
 static __thread int thread_cache_state __attribute__((tls_model("initial-exec")));
 
 static size_t cache_bytes(void)
@@ -102,7 +109,7 @@ static void return_slots(void *const *slots, uint32_t count)
     sm_arena_settle_retained();
 }
 
-static void push_ready(struct cache_bin *bin, void *p, uint32_t index, struct sm_slab *slab);
+static void push_ready(struct cache_bin *bin, void *p, size_t index, struct sm_slab *slab);
 static __attribute__((noinline)) void flush_remote(struct cache_bin *bin);
 
 /* A freed slot joins the bin's freed buffer. */
@@ -180,16 +187,18 @@ static void drop_bottom(struct cache_bin *bin, uint32_t n)
     bin->count = rest;
 }
 
-/* `slab` is read only with SM_CANARIES (the others may pass NULL). */
-static void push_ready(struct cache_bin *bin, void *p, uint32_t index, struct sm_slab *slab)
+/* `slab` is read only with SM_CANARIES (the others may pass NULL). Slot indices are below
+ * 2^32 but passed as size_t on the free path: then they need no zero extension. */
+static void push_ready(struct cache_bin *bin, void *p, size_t index, struct sm_slab *slab)
 {
-    bin->slots[bin->count] = p;
-    bin->allocated_index[bin->count] = index;
+    size_t n = bin->count; /* 64 bits: an index as it is, without a zero extension */
+    bin->slots[n] = p;
+    bin->allocated_index[n] = (uint32_t)index;
     if (SM_CANARIES)
-        bin->slabs[bin->count] = slab;
+        bin->slabs[n] = slab;
     if (SM_WRITE_AFTER_FREE_CHECK)
-        bin->fresh[bin->count] = 0;
-    bin->count++;
+        bin->fresh[n] = 0;
+    bin->count = (uint32_t)(n + 1);
 }
 
 static void flush_cache(struct sm_tcache *cache)
@@ -222,7 +231,7 @@ static void unlink_live(struct sm_tcache *cache)
 static void thread_exit(void *arg)
 {
     struct sm_tcache *cache = arg;
-    thread_cache = NULL;
+    thread_cache = &no_cache;
     thread_cache_state = CACHE_UNAVAILABLE;
     flush_cache(cache);
     sm_lock_acquire(&pool.lock);
@@ -272,8 +281,10 @@ static void init_bins(struct sm_tcache *cache)
  * one (exiting, or CACHES_MAX caches live). */
 static struct sm_tcache *cache_of_thread(void)
 {
-    if (thread_cache || thread_cache_state != CACHE_NONE)
+    if (thread_cache != &no_cache)
         return thread_cache;
+    if (thread_cache_state != CACHE_NONE)
+        return NULL;
     thread_cache_state = CACHE_UNAVAILABLE; /* a malloc from inside this function goes uncached */
     sm_lock_acquire(&pool.lock);
     struct sm_tcache *cache = take_cache();
@@ -329,10 +340,19 @@ static inline struct cache_bin *bin_of(struct sm_tcache *cache, unsigned cls)
     return bin;
 }
 
-/* The top ready slot leaves the cache for the user. */
-static void *hand_out(struct cache_bin *bin, unsigned cls, int *zeroed)
+/* The cache's bin of owner's class, for free: one add. */
+static inline struct cache_bin *bin_of_state(struct sm_tcache *cache,
+                                             const struct sm_class_state *owner)
 {
-    uint32_t top = --bin->count;
+    struct cache_bin *bin = (void *)((char *)cache + owner->cache_bin_offset);
+    __asm__("" : "+r"(bin));
+    return bin;
+}
+
+/* The top ready slot, slots[top] with top = count - 1, leaves the cache for the user. */
+static void *hand_out(struct cache_bin *bin, size_t top, unsigned cls, int *zeroed)
+{
+    bin->count = (uint32_t)top;
     void *p = bin->slots[top];
     if (!p) /* cached slots are never NULL: the callers' NULL tests compile away */
         __builtin_unreachable();
@@ -375,18 +395,17 @@ static __attribute__((noinline)) void *alloc_uncached_or_refill(unsigned cls, in
         if (bin->count == 0 && refill_bin(cache, bin, cls) == 0)
             return NULL;
     }
-    return hand_out(bin, cls, zeroed);
+    return hand_out(bin, bin->count - 1, cls, zeroed);
 }
 
 void *sm_arena_cache_pop(unsigned cls, int *zeroed)
 {
-    struct sm_tcache *cache = thread_cache;
-    if (__builtin_expect(cache == NULL, 0))
-        return NULL;
-    struct cache_bin *bin = bin_of(cache, cls);
-    if (__builtin_expect(bin->count == 0, 0))
-        return NULL;
-    return hand_out(bin, cls, zeroed);
+    struct cache_bin *bin = bin_of(thread_cache, cls);
+    size_t top; /* 64 bits: an index as it is, without a zero extension */
+    /* The count's decrement is the emptiness test (one instruction less than a test first). */
+    if (__builtin_expect(__builtin_sub_overflow((size_t)bin->count, 1u, &top), 0))
+        return NULL; /* also a thread without a cache: no_cache's bins are empty */
+    return hand_out(bin, top, cls, zeroed);
 }
 
 void *sm_arena_alloc_cached(unsigned cls, int *zeroed)
@@ -400,8 +419,8 @@ static __attribute__((noinline, cold)) _Noreturn void fail_free(const char *what
     sm_fatal(what, p);
 }
 
-static __attribute__((noinline)) void push_to_full_bin(struct cache_bin *bin, void *p,
-                                                       uint32_t index, struct sm_slab *slab)
+static __attribute__((noinline)) void push_to_full_bin(struct cache_bin *bin, void *p, size_t index,
+                                                       struct sm_slab *slab)
 {
     flush_half(bin);
     push_ready(bin, p, index, slab);
@@ -427,24 +446,40 @@ static void free_to_owner(void *p)
  * with slot quarantine, the gathered freed slots on their way to the quarantine; without,
  * the ready stack when it is the thread's own arena's slot, else the slots on their way back
  * to their slabs. */
-static inline void cache_freed_slot(struct cache_bin *bin, void *p,
-                                    const struct sm_class_state *owner, uint32_t index,
-                                    struct sm_slab *slab)
+static void free_without_cache(void *p, struct sm_class_state *owner, size_t index,
+                               struct sm_slab *slab);
+
+/* The freed slot that fills the bin's gathered slots, which then go on (see cache_freed_slot);
+ * or, in no_cache's bins (no room at all), a slot freed by a thread without a cache. */
+static __attribute__((noinline)) void add_last_pending(struct cache_bin *bin, void *p,
+                                                       struct sm_class_state *owner, size_t index,
+                                                       struct sm_slab *slab)
 {
-    if (SM_SLOT_QUARANTINE) {
-        /* Freed slots never go straight back to the ready stack: they pass the quarantine. */
-        add_pending(bin, p);
-        if (bin->pending == bin->pending_capacity)
-            flush_pending(bin);
+    if (bin->pending_capacity == 0) {
+        free_without_cache(p, owner, index, slab);
         return;
     }
-    if (__builtin_expect(owner != bin->home, 0)) {
-        /* Another arena's slot goes back to its slab (in batches), not to this thread: a
-         * thread that reused the slots other threads hand it would share their slabs'
-         * metadata, and often their cache lines, with them. */
+    add_pending(bin, p);
+    if (SM_SLOT_QUARANTINE)
+        flush_pending(bin);
+    else
+        flush_remote(bin);
+}
+
+static inline void cache_freed_slot(struct cache_bin *bin, void *p, struct sm_class_state *owner,
+                                    size_t index, struct sm_slab *slab)
+{
+    /* Freed slots never go straight back to the ready stack with slot quarantine: they pass
+     * the quarantine. Without, another arena's slot goes back to its slab (in batches), not to
+     * this thread: a thread that reused the slots other threads hand it would share their
+     * slabs' metadata, and often their cache lines, with them. no_cache's bins have no home
+     * and no room: their slots take add_last_pending. */
+    if (SM_SLOT_QUARANTINE != 0 || __builtin_expect(owner != bin->home, 0)) {
+        if (__builtin_expect(bin->pending + 1 >= bin->pending_capacity, 0)) {
+            add_last_pending(bin, p, owner, index, slab); /* a tail call */
+            return;
+        }
         add_pending(bin, p);
-        if (bin->pending == bin->pending_capacity)
-            flush_remote(bin);
         return;
     }
     if (__builtin_expect(bin->count == bin->capacity, 0)) {
@@ -456,14 +491,14 @@ static inline void cache_freed_slot(struct cache_bin *bin, void *p,
 
 /* A free before this thread has a cache (its first call) or once it has none. */
 static __attribute__((noinline)) void free_without_cache(void *p, struct sm_class_state *owner,
-                                                         uint32_t index, struct sm_slab *slab)
+                                                         size_t index, struct sm_slab *slab)
 {
     struct sm_tcache *cache = cache_of_thread();
     if (!cache) {
         free_to_owner(p);
         return;
     }
-    cache_freed_slot(&cache->bins[owner->class_index], p, owner, index, slab);
+    cache_freed_slot(bin_of_state(cache, owner), p, owner, index, slab);
 }
 
 /* A free that the fast lookup refused: a slot of a slab that holds slots, but not allocated,
@@ -480,7 +515,7 @@ static __attribute__((noinline, cold)) _Noreturn void fail_free_lookup(const voi
 void sm_arena_free_cached(void *p)
 {
     struct sm_class_state *owner;
-    uint32_t index;
+    size_t index; /* 64 bits: an index as it is, without a zero extension */
     /* Only the byte of an allocated slot's start is 1: the exchange validates p. */
     if (__builtin_expect(!sm_arena_allocated_lookup(p, &owner, &index) ||
                              sm_slab_defer_byte(owner->allocated_bytes + index) != SM_SLAB_RELEASED,
@@ -490,17 +525,13 @@ void sm_arena_free_cached(void *p)
     uint64_t secret = SM_CANARIES ? slab->secret : 0;
     if (__builtin_expect(!sm_harden_on_free(p, owner->info.slot_size, secret), 0))
         fail_free("canary corrupted", p);
-    struct sm_tcache *cache = thread_cache;
-    if (__builtin_expect(cache == NULL, 0)) {
-        free_without_cache(p, owner, index, slab);
-        return;
-    }
-    cache_freed_slot(bin_of(cache, owner->class_index), p, owner, index, slab);
+    /* A thread without a cache has no_cache, whose bins send the slot to free_without_cache. */
+    cache_freed_slot(bin_of_state(thread_cache, owner), p, owner, index, slab);
 }
 
 void sm_arena_flush_thread_cache(void)
 {
-    if (thread_cache)
+    if (thread_cache != &no_cache)
         flush_cache(thread_cache);
 }
 

@@ -54,25 +54,27 @@ struct sm_class_state {
     uint32_t class_index;
     struct sm_sizeclass_info info; /* a copy of the class geometry, next to the lock */
     size_t slab_bytes;
-    uint32_t fresh_next;              /* slabs [fresh_next, max_slabs) were never used */
-    uint32_t max_slabs;               /* slabs that fit in the class region */
-    uint32_t slabs_committed;         /* fresh slabs below this are committed (or guards) */
-    uint32_t meta_committed;          /* metadata entries [0, meta_committed) are committed */
-    size_t slabs_bytes_committed;     /* bytes of `slabs` committed (whole pages) */
+    uint32_t fresh_next;          /* slabs [fresh_next, max_slabs) were never used */
+    uint32_t max_slabs;           /* slabs that fit in the class region */
+    uint32_t slabs_committed;     /* fresh slabs below this are committed (or guards) */
+    uint32_t meta_committed;      /* metadata entries [0, meta_committed) are committed */
+    size_t slabs_bytes_committed; /* bytes of `slabs` committed (whole pages) */
+    /* What free reads, in one cache line: */
     size_t allocated_bytes_committed; /* bytes of `allocated_bytes` committed (whole pages);
                                          read without the lock by free */
+    uint8_t *allocated_bytes;         /* the slots' allocated bytes: the byte of the slot at byte
+                                         offset o of the class region is allocated_bytes[o >>
+                                         allocated_shift]; the bytes in between stay 0 */
+    size_t cache_bin_offset;          /* where this class's bin is in a thread cache */
     uint32_t allocated_shift;         /* one allocated byte per 2^allocated_shift bytes */
     uint32_t empty_slabs_kept;        /* empty slabs kept committed (see SM_EMPTY_BYTES_KEPT) */
     uint32_t retained_counted;        /* empty slabs beyond the kept ones, as counted in the global
                                          total (written under the lock, read without it) */
     uint32_t retained_at_decay;       /* of those, how many there were at the last decay */
     struct sm_slab_lists lists;
-    char *slab_memory;        /* the class region */
-    struct sm_slab *slabs;    /* metadata, max_slabs entries */
-    uint8_t *allocated_bytes; /* the slots' allocated bytes: the byte of the slot at byte
-                                 offset o of the class region is allocated_bytes[o >>
-                                 allocated_shift]; the bytes in between stay 0 */
-    uint64_t slots_in_use;    /* statistics: allocated or quarantined slots */
+    char *slab_memory;     /* the class region */
+    struct sm_slab *slabs; /* metadata, max_slabs entries */
+    uint64_t slots_in_use; /* statistics: allocated or quarantined slots */
     uint64_t commit_failures;
     /* Slot quarantine: freed slots enter a random stage (a random entry is evicted into the
      * FIFO stage), and leave the FIFO stage oldest-first, back to their slab. Entries are

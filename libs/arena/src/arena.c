@@ -9,7 +9,9 @@
 #include "starmalloc/sizeclass.h"
 
 enum {
-    SLAB_COMMIT_BYTES = 64 * 1024, /* commit fresh slabs in batches of about this much */
+    SLAB_COMMIT_BYTES = 256 * 1024, /* commit fresh slabs in batches of about this much */
+    /* guard slabs in one batch (and one more): at most one per two slabs */
+    GUARDS_PER_COMMIT_MAX = SLAB_COMMIT_BYTES / SM_PAGE_SIZE / 2 + 2,
     META_COMMIT_BYTES = 64 * 1024, /* and their metadata in chunks of this much */
 };
 
@@ -87,10 +89,16 @@ static uint32_t next_guard_index(const struct sm_class_state *s, uint32_t index)
 /* Guards the guard slabs in the run [from, to) that commit_slabs just committed. */
 static void guard_committed_guards(const struct sm_class_state *s, uint32_t from, uint32_t to)
 {
+    void *starts[GUARDS_PER_COMMIT_MAX];
+    size_t n = 0;
     for (uint32_t g = next_guard_index(s, from); g < to; g = next_guard_index(s, g + 1))
-        if (!sm_region_guard(slab_start(s, g), s->slab_bytes))
-            sm_harden_note_guard_failure("a guard slab could not be installed "
-                                         "(vm.max_map_count reached?)");
+        starts[n++] = slab_start(s, g);
+    if (n == 0)
+        return;
+    /* Never touched: the markers go in without a call to drop pages, all in one call. */
+    if (sm_region_guard_untouched_many(starts, n, s->slab_bytes) < n)
+        sm_harden_note_guard_failure("a guard slab could not be installed "
+                                     "(vm.max_map_count reached?)");
 }
 
 /* Commits fresh slab `index` and, while it costs nothing more, the next ones: up to the

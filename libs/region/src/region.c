@@ -278,6 +278,16 @@ static size_t guard_batch(void *const *addrs, size_t count, size_t bytes)
     return done;
 }
 
+/* Markers alone, for ranges that never had pages (nothing to drop first). */
+static size_t guard_untouched_batch(void *const *addrs, size_t count, size_t bytes)
+{
+    if (!markers_only())
+        return 0;
+    size_t done = advise_batch(addrs, count, bytes, BATCH_GUARD);
+    count_uncommitted(done * bytes);
+    return done;
+}
+
 static size_t unguard_batch(void *const *addrs, size_t count, size_t bytes)
 {
     if (!markers_only())
@@ -306,6 +316,11 @@ size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes)
 size_t sm_region_guard_many(void *const *addrs, size_t count, size_t bytes)
 {
     return for_ranges(addrs, count, bytes, guard_batch, sm_region_guard);
+}
+
+size_t sm_region_guard_untouched_many(void *const *addrs, size_t count, size_t bytes)
+{
+    return for_ranges(addrs, count, bytes, guard_untouched_batch, sm_region_guard);
 }
 
 size_t sm_region_unguard_many(void *const *addrs, size_t count, size_t bytes)

@@ -82,6 +82,11 @@ size_t sm_region_purge_many(void *const *addrs, size_t count, size_t bytes);
  * one with pages). Returns how many ranges, from the first, were guarded. */
 size_t sm_region_guard_many(void *const *addrs, size_t count, size_t bytes);
 
+/* sm_region_guard_many for ranges of a committed mapping that were never touched (no pages
+ * to drop): the markers alone, one process_madvise for up to 64 ranges. Returns how many
+ * ranges, from the first, were guarded. */
+size_t sm_region_guard_untouched_many(void *const *addrs, size_t count, size_t bytes);
+
 /* A purged range of `bytes` bytes is in use again: counts it as committed. */
 void sm_region_reuse_purged(size_t bytes);
 

@@ -351,6 +351,35 @@ static void test_guard_many_and_unguard_many(void **state)
     assert_true(sm_region_unmap(p, bytes_for_many, bytes_for_many));
 }
 
+/* Ranges of a committed mapping that were never touched (fresh slabs' guard slabs): guarded
+ * in batches (more ranges than one batch), counted, and every access to them traps, while
+ * the ranges between stay usable. */
+static void test_guard_untouched_many(void **state)
+{
+    (void)state;
+    char *p = sm_region_reserve(bytes_for_many, PAGE);
+    assert_non_null(p);
+    assert_true(sm_region_commit(p, bytes_for_many));
+    void *ranges[PURGE_RANGES];
+    size_t n = 0;
+    for (size_t i = 0; i < PURGE_SLOTS; i++)
+        if (i % 3 != 1)
+            ranges[n++] = p + i * range;
+    size_t before = sm_region_committed_bytes();
+    assert_int_equal(sm_region_guard_untouched_many(ranges, n, range), n);
+    assert_int_equal(sm_region_committed_bytes(), before - n * range);
+    for (size_t i = 0; i < PURGE_SLOTS; i++) {
+        char *r = p + i * range;
+        if (i % 3 == 1) {
+            memset(r, 0x44, range);
+            assert_true(all_bytes_equal(r, range, 0x44));
+        } else if (i % 10 == 0) { /* a sample: each probe forks twice */
+            assert_true(range_faults(r, range));
+        }
+    }
+    assert_true(sm_region_unmap(p, bytes_for_many, bytes_for_many - n * range));
+}
+
 /* ---- clear ------------------------------------------------------------------------------ */
 
 static size_t bytes_zeroed_by_clear;
@@ -786,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_purge_many_gives_back_exactly_those_ranges),
         cmocka_unit_test(test_purge_many_works_without_process_madvise),
         cmocka_unit_test(test_guard_many_and_unguard_many),
+        cmocka_unit_test(test_guard_untouched_many),
         cmocka_unit_test(test_clear_zeroes_resident_pages_and_faults_in_no_other),
         cmocka_unit_test(test_clear_zeroes_whole_what_mincore_refuses),
         cmocka_unit_test(test_protect_none_keeps_content),

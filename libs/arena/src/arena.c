@@ -633,7 +633,7 @@ void *sm_arena_alloc(unsigned arena, unsigned cls, int *zeroed)
 }
 
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
-                              struct sm_slab **slabs, uint32_t *allocated_indices, uint8_t *fresh)
+                              uint64_t *secrets, uint32_t *allocated_indices, uint8_t *fresh)
 {
     uint32_t n = 0;
     uint64_t secret;
@@ -647,7 +647,7 @@ uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **s
         sm_slab_defer_slot(&s->slabs[slab], slot);
         /* Cached slots are handed out last-in first-out: the first claimed goes on top. */
         slots[count - 1 - n] = p;
-        slabs[count - 1 - n] = &s->slabs[slab];
+        secrets[count - 1 - n] = secret;
         allocated_indices[count - 1 - n] = sm_arena_allocated_index(s, p);
         fresh[count - 1 - n] = first;
     }
@@ -655,7 +655,7 @@ uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **s
     sm_arena_settle_retained();
     for (uint32_t i = 0; n < count && i < n; i++) { /* move the claimed ones to the bottom */
         slots[i] = slots[count - n + i];
-        slabs[i] = slabs[count - n + i];
+        secrets[i] = secrets[count - n + i];
         allocated_indices[i] = allocated_indices[count - n + i];
         fresh[i] = fresh[count - n + i];
     }

@@ -40,7 +40,7 @@ static inline struct sm_class_state *sm_arena_owner_of(const void *p)
 /* The slab that holds byte offset `in_region` of s's class region. */
 static inline uint32_t sm_arena_slab_at(const struct sm_class_state *s, size_t in_region)
 {
-    return sm_sizeclass_slab_index(&s->info, (uint32_t)(in_region / SM_PAGE_SIZE));
+    return (uint32_t)sm_sizeclass_slab_index(&s->info, in_region / SM_PAGE_SIZE);
 }
 
 /* The slot of slab `slab` that starts at byte offset `in_region` of s's class region (exact
@@ -109,16 +109,18 @@ static inline bool sm_arena_allocated_lookup(const void *p, struct sm_class_stat
  * per-slab secret. */
 static inline struct sm_slab *sm_arena_slab_of(const struct sm_class_state *s, const void *p)
 {
-    return &s->slabs[sm_arena_slab_at(s, (size_t)((const char *)p - s->slab_memory))];
+    size_t page = (size_t)((const char *)p - s->slab_memory) / SM_PAGE_SIZE;
+    return &s->slabs[sm_sizeclass_slab_index(&s->info, page)];
 }
 
 /* Claims up to `count` slots of s (one lock acquisition), marks them deferred (held by a
- * thread cache) and stores each one's address, slab, allocated-byte index and whether it is
- * fresh (never handed out since its slab came from the kernel: zero, no write-after-free
- * check needed) in slots/slabs/allocated_indices/fresh [0..n), the first claimed at n - 1.
+ * thread cache) and stores each one's address, its slab's canary secret (0 without
+ * SM_CANARIES), allocated-byte index and whether it is fresh (never handed out since its slab
+ * came from the kernel: zero, no write-after-free check needed) in
+ * slots/secrets/allocated_indices/fresh [0..n), the first claimed at n - 1.
  * Returns n (0 when the class region is exhausted or memory cannot be committed). */
 uint32_t sm_arena_claim_batch(struct sm_class_state *s, uint32_t count, void **slots,
-                              struct sm_slab **slabs, uint32_t *allocated_indices, uint8_t *fresh);
+                              uint64_t *secrets, uint32_t *allocated_indices, uint8_t *fresh);
 
 /* After a class's lock was released (allocation or free): gives back retained slabs for the
  * new memory taken meanwhile while more is retained than allowed, and runs a decay step when

@@ -25,12 +25,13 @@ struct cache_bin {
     uint32_t pending;            /* freed slots in pending[0..pending) */
     uint32_t pending_capacity;   /* freed slots gathered before they enter the quarantine */
     uint32_t refill;             /* slots claimed per refill */
+    uint32_t slot_size;          /* the class's, copied: no state lookup in malloc */
     struct sm_class_state *home; /* this class in the thread's arena */
     uint8_t *allocated;          /* home->allocated_bytes, copied: one load less in malloc */
     void *slots[CACHE_SLOTS_MAX];
     uint32_t allocated_index[CACHE_SLOTS_MAX]; /* each slot's byte: allocated[index] */
-    struct sm_slab *slabs[CACHE_SLOTS_MAX];    /* for the canary's secret (SM_CANARIES only) */
-    uint8_t fresh[CACHE_SLOTS_MAX]; /* never handed out: zero, no write-after-free check */
+    uint64_t secrets[CACHE_SLOTS_MAX]; /* each slot's slab's canary secret (SM_CANARIES only) */
+    uint8_t fresh[CACHE_SLOTS_MAX];    /* never handed out: zero, no write-after-free check */
     /* Freed slots on their way to the quarantine; without slot quarantine, freed slots of
      * another arena on their way back to their slabs. */
     void *pending_slots[PENDING_MAX];
@@ -109,7 +110,7 @@ static void return_slots(void *const *slots, uint32_t count)
     sm_arena_settle_retained();
 }
 
-static void push_ready(struct cache_bin *bin, void *p, size_t index, struct sm_slab *slab);
+static void push_ready(struct cache_bin *bin, void *p, size_t index, uint64_t secret);
 static __attribute__((noinline)) void flush_remote(struct cache_bin *bin);
 
 /* A freed slot joins the bin's freed buffer. */
@@ -152,7 +153,7 @@ static __attribute__((noinline)) void flush_pending(struct cache_bin *bin)
     release_slots(&locked, back, excess - from_ready);
     for (uint32_t i = excess - from_ready; i < n; i++)
         push_ready(bin, back[i], back_index[i],
-                   SM_CANARIES ? sm_arena_slab_of(bin->home, back[i]) : NULL);
+                   SM_CANARIES ? sm_arena_slab_of(bin->home, back[i])->secret : 0);
     if (locked)
         sm_lock_release(&locked->lock);
     bin->pending = 0;
@@ -181,21 +182,22 @@ static void drop_bottom(struct cache_bin *bin, uint32_t n)
     memmove(bin->slots, bin->slots + n, rest * sizeof(bin->slots[0]));
     memmove(bin->allocated_index, bin->allocated_index + n, rest * sizeof(bin->allocated_index[0]));
     if (SM_CANARIES)
-        memmove(bin->slabs, bin->slabs + n, rest * sizeof(bin->slabs[0]));
+        memmove(bin->secrets, bin->secrets + n, rest * sizeof(bin->secrets[0]));
     if (SM_WRITE_AFTER_FREE_CHECK)
         memmove(bin->fresh, bin->fresh + n, rest * sizeof(bin->fresh[0]));
     bin->count = rest;
 }
 
-/* `slab` is read only with SM_CANARIES (the others may pass NULL). Slot indices are below
+/* `secret` is the slot's slab's canary secret, read only with SM_CANARIES (the others may
+ * pass 0). Slot indices are below
  * 2^32 but passed as size_t on the free path: then they need no zero extension. */
-static void push_ready(struct cache_bin *bin, void *p, size_t index, struct sm_slab *slab)
+static void push_ready(struct cache_bin *bin, void *p, size_t index, uint64_t secret)
 {
     size_t n = bin->count; /* 64 bits: an index as it is, without a zero extension */
     bin->slots[n] = p;
     bin->allocated_index[n] = (uint32_t)index;
     if (SM_CANARIES)
-        bin->slabs[n] = slab;
+        bin->secrets[n] = secret;
     if (SM_WRITE_AFTER_FREE_CHECK)
         bin->fresh[n] = 0;
     bin->count = (uint32_t)(n + 1);
@@ -264,6 +266,7 @@ static void init_bins(struct sm_tcache *cache)
         bin->home = sm_arena_state(cache->arena, c);
         bin->allocated = bin->home->allocated_bytes;
         uint32_t slot_size = sm_arena_state(0, c)->info.slot_size;
+        bin->slot_size = slot_size;
         uint32_t capacity = CACHE_BYTES_PER_CLASS / slot_size;
         if (capacity > CACHE_SLOTS_MAX)
             capacity = CACHE_SLOTS_MAX;
@@ -350,7 +353,7 @@ static inline struct cache_bin *bin_of_state(struct sm_tcache *cache,
 }
 
 /* The top ready slot, slots[top] with top = count - 1, leaves the cache for the user. */
-static void *hand_out(struct cache_bin *bin, size_t top, unsigned cls, int *zeroed)
+static void *hand_out(struct cache_bin *bin, size_t top, int *zeroed)
 {
     bin->count = (uint32_t)top;
     void *p = bin->slots[top];
@@ -363,8 +366,8 @@ static void *hand_out(struct cache_bin *bin, size_t top, unsigned cls, int *zero
         __builtin_prefetch(bin->allocated + bin->allocated_index[top - 1], 1);
     }
     sm_slab_undefer_byte(bin->allocated + bin->allocated_index[top]);
-    uint32_t slot_size = sm_arena_state(0, cls)->info.slot_size;
-    uint64_t secret = SM_CANARIES ? bin->slabs[top]->secret : 0;
+    uint32_t slot_size = bin->slot_size;
+    uint64_t secret = SM_CANARIES ? bin->secrets[top] : 0;
     *zeroed = SM_WRITE_AFTER_FREE_CHECK && bin->fresh[top]
                   ? sm_harden_on_alloc_fresh(p, slot_size, secret)
                   : sm_harden_on_alloc(p, slot_size, secret);
@@ -375,7 +378,7 @@ static void *hand_out(struct cache_bin *bin, size_t top, unsigned cls, int *zero
 static uint32_t refill_bin(struct sm_tcache *cache, struct cache_bin *bin, unsigned cls)
 {
     uint32_t n = sm_arena_claim_batch(sm_arena_state(cache->arena, cls), bin->refill, bin->slots,
-                                      bin->slabs, bin->allocated_index, bin->fresh);
+                                      bin->secrets, bin->allocated_index, bin->fresh);
     bin->count = n;
     return n;
 }
@@ -395,7 +398,7 @@ static __attribute__((noinline)) void *alloc_uncached_or_refill(unsigned cls, in
         if (bin->count == 0 && refill_bin(cache, bin, cls) == 0)
             return NULL;
     }
-    return hand_out(bin, bin->count - 1, cls, zeroed);
+    return hand_out(bin, bin->count - 1, zeroed);
 }
 
 void *sm_arena_cache_pop(unsigned cls, int *zeroed)
@@ -405,7 +408,7 @@ void *sm_arena_cache_pop(unsigned cls, int *zeroed)
     /* The count's decrement is the emptiness test (one instruction less than a test first). */
     if (__builtin_expect(__builtin_sub_overflow((size_t)bin->count, 1u, &top), 0))
         return NULL; /* also a thread without a cache: no_cache's bins are empty */
-    return hand_out(bin, top, cls, zeroed);
+    return hand_out(bin, top, zeroed);
 }
 
 void *sm_arena_alloc_cached(unsigned cls, int *zeroed)
@@ -420,10 +423,10 @@ static __attribute__((noinline, cold)) _Noreturn void fail_free(const char *what
 }
 
 static __attribute__((noinline)) void push_to_full_bin(struct cache_bin *bin, void *p, size_t index,
-                                                       struct sm_slab *slab)
+                                                       uint64_t secret)
 {
     flush_half(bin);
-    push_ready(bin, p, index, slab);
+    push_ready(bin, p, index, secret);
 }
 
 /* A deferred slot freed by a thread without a cache: into the quarantine, or released. */
@@ -442,21 +445,21 @@ static void free_to_owner(void *p)
 }
 
 /* A validated, deferred slot of `owner` (its allocated byte at `index` of the owner's; its
- * slab's metadata `slab`, known with SM_CANARIES only) joins the freeing thread's cache:
+ * slab's canary secret `secret`, known with SM_CANARIES only) joins the freeing thread's cache:
  * with slot quarantine, the gathered freed slots on their way to the quarantine; without,
  * the ready stack when it is the thread's own arena's slot, else the slots on their way back
  * to their slabs. */
 static void free_without_cache(void *p, struct sm_class_state *owner, size_t index,
-                               struct sm_slab *slab);
+                               uint64_t secret);
 
 /* The freed slot that fills the bin's gathered slots, which then go on (see cache_freed_slot);
  * or, in no_cache's bins (no room at all), a slot freed by a thread without a cache. */
 static __attribute__((noinline)) void add_last_pending(struct cache_bin *bin, void *p,
                                                        struct sm_class_state *owner, size_t index,
-                                                       struct sm_slab *slab)
+                                                       uint64_t secret)
 {
     if (bin->pending_capacity == 0) {
-        free_without_cache(p, owner, index, slab);
+        free_without_cache(p, owner, index, secret);
         return;
     }
     add_pending(bin, p);
@@ -467,7 +470,7 @@ static __attribute__((noinline)) void add_last_pending(struct cache_bin *bin, vo
 }
 
 static inline void cache_freed_slot(struct cache_bin *bin, void *p, struct sm_class_state *owner,
-                                    size_t index, struct sm_slab *slab)
+                                    size_t index, uint64_t secret)
 {
     /* Freed slots never go straight back to the ready stack with slot quarantine: they pass
      * the quarantine. Without, another arena's slot goes back to its slab (in batches), not to
@@ -476,29 +479,29 @@ static inline void cache_freed_slot(struct cache_bin *bin, void *p, struct sm_cl
      * and no room: their slots take add_last_pending. */
     if (SM_SLOT_QUARANTINE != 0 || __builtin_expect(owner != bin->home, 0)) {
         if (__builtin_expect(bin->pending + 1 >= bin->pending_capacity, 0)) {
-            add_last_pending(bin, p, owner, index, slab); /* a tail call */
+            add_last_pending(bin, p, owner, index, secret); /* a tail call */
             return;
         }
         add_pending(bin, p);
         return;
     }
     if (__builtin_expect(bin->count == bin->capacity, 0)) {
-        push_to_full_bin(bin, p, index, slab); /* a tail call keeps the fast path lean */
+        push_to_full_bin(bin, p, index, secret); /* a tail call keeps the fast path lean */
         return;
     }
-    push_ready(bin, p, index, slab);
+    push_ready(bin, p, index, secret);
 }
 
 /* A free before this thread has a cache (its first call) or once it has none. */
 static __attribute__((noinline)) void free_without_cache(void *p, struct sm_class_state *owner,
-                                                         size_t index, struct sm_slab *slab)
+                                                         size_t index, uint64_t secret)
 {
     struct sm_tcache *cache = cache_of_thread();
     if (!cache) {
         free_to_owner(p);
         return;
     }
-    cache_freed_slot(bin_of_state(cache, owner), p, owner, index, slab);
+    cache_freed_slot(bin_of_state(cache, owner), p, owner, index, secret);
 }
 
 /* A free that the fast lookup refused: a slot of a slab that holds slots, but not allocated,
@@ -521,12 +524,11 @@ void sm_arena_free_cached(void *p)
                              sm_slab_defer_byte(owner->allocated_bytes + index) != SM_SLAB_RELEASED,
                          0))
         fail_free_lookup(p);
-    struct sm_slab *slab = SM_CANARIES ? sm_arena_slab_of(owner, p) : NULL;
-    uint64_t secret = SM_CANARIES ? slab->secret : 0;
+    uint64_t secret = SM_CANARIES ? sm_arena_slab_of(owner, p)->secret : 0;
     if (__builtin_expect(!sm_harden_on_free(p, owner->info.slot_size, secret), 0))
         fail_free("canary corrupted", p);
     /* A thread without a cache has no_cache, whose bins send the slot to free_without_cache. */
-    cache_freed_slot(bin_of_state(thread_cache, owner), p, owner, index, slab);
+    cache_freed_slot(bin_of_state(thread_cache, owner), p, owner, index, secret);
 }
 
 void sm_arena_flush_thread_cache(void)

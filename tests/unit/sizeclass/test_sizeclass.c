@@ -189,7 +189,7 @@ static void check_slab_index_exhaustively(unsigned c)
     uint32_t remainder = 0;
     for (uint32_t page = 0; page < PAGE_NUMBER_LIMIT; page++) {
         if (sm_sizeclass_slab_index(info, page) != quotient)
-            fail_msg("class %u (%u pages): slab_index(%u) = %u, expected %u", c, info->slab_pages,
+            fail_msg("class %u (%u pages): slab_index(%u) = %zu, expected %u", c, info->slab_pages,
                      page, sm_sizeclass_slab_index(info, page), quotient);
         if (++remainder == info->slab_pages) {
             remainder = 0;

@@ -46,11 +46,12 @@ static inline uint32_t sm_sizeclass_slot_index(const struct sm_sizeclass_info *i
     return (uint32_t)(((uint64_t)offset * info->slot_recip) >> 32);
 }
 
-/* Slab index (page_number / slab_pages) for any page_number below 2^24, without division. */
-static inline uint32_t sm_sizeclass_slab_index(const struct sm_sizeclass_info *info,
-                                               uint32_t page_number)
+/* Slab index (page_number / slab_pages) for any page_number below 2^24, without division.
+ * 64-bit in and out, so that an index into an array needs no zero extension. */
+static inline size_t sm_sizeclass_slab_index(const struct sm_sizeclass_info *info,
+                                             size_t page_number)
 {
-    return (uint32_t)(((uint64_t)page_number * info->slab_page_recip) >> 30);
+    return (size_t)(((uint64_t)page_number * info->slab_page_recip) >> 30);
 }
 
 #ifdef __cplusplus

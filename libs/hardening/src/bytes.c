@@ -146,16 +146,17 @@ static void zero_avx2(char *p, size_t bytes)
 }
 #endif
 
+/* The size test first: small slots, the most frequent, do not read use_avx2. */
 bool sm_bytes_any_nonzero(const void *p, size_t bytes)
 {
-    if (use_avx2 && bytes >= AVX2_MIN_BYTES)
+    if (bytes >= AVX2_MIN_BYTES && use_avx2)
         return any_nonzero_avx2(p, bytes);
     return any_nonzero16(p, bytes);
 }
 
 void sm_bytes_zero(void *p, size_t bytes)
 {
-    if (use_avx2 && bytes >= AVX2_MIN_BYTES) {
+    if (bytes >= AVX2_MIN_BYTES && use_avx2) {
         zero_avx2(p, bytes);
         return;
     }

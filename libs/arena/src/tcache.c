@@ -189,8 +189,8 @@ static void drop_bottom(struct cache_bin *bin, uint32_t n)
 }
 
 /* `secret` is the slot's slab's canary secret, read only with SM_CANARIES (the others may
- * pass 0). Slot indices are below
- * 2^32 but passed as size_t on the free path: then they need no zero extension. */
+ * pass 0). Slot indices are below 2^32 but passed as size_t on the free path: then they need
+ * no zero extension. */
 static void push_ready(struct cache_bin *bin, void *p, size_t index, uint64_t secret)
 {
     size_t n = bin->count; /* 64 bits: an index as it is, without a zero extension */
@@ -444,11 +444,6 @@ static void free_to_owner(void *p)
     sm_lock_release(&owner->lock);
 }
 
-/* A validated, deferred slot of `owner` (its allocated byte at `index` of the owner's; its
- * slab's canary secret `secret`, known with SM_CANARIES only) joins the freeing thread's cache:
- * with slot quarantine, the gathered freed slots on their way to the quarantine; without,
- * the ready stack when it is the thread's own arena's slot, else the slots on their way back
- * to their slabs. */
 static void free_without_cache(void *p, struct sm_class_state *owner, size_t index,
                                uint64_t secret);
 
@@ -469,6 +464,11 @@ static __attribute__((noinline)) void add_last_pending(struct cache_bin *bin, vo
         flush_remote(bin);
 }
 
+/* A validated, deferred slot of `owner` (its allocated byte at `index` of the owner's; its
+ * slab's canary secret `secret`, known with SM_CANARIES only) joins the freeing thread's
+ * cache: with slot quarantine, the gathered freed slots on their way to the quarantine;
+ * without, the ready stack when it is the thread's own arena's slot, else the slots on their
+ * way back to their slabs. */
 static inline void cache_freed_slot(struct cache_bin *bin, void *p, struct sm_class_state *owner,
                                     size_t index, uint64_t secret)
 {

@@ -59,7 +59,7 @@ struct sm_class_state {
     uint32_t slabs_committed;     /* fresh slabs below this are committed (or guards) */
     uint32_t meta_committed;      /* metadata entries [0, meta_committed) are committed */
     size_t slabs_bytes_committed; /* bytes of `slabs` committed (whole pages) */
-    /* What free reads, in one cache line: */
+    /* What free's lookup reads, in one cache line: */
     size_t allocated_bytes_committed; /* bytes of `allocated_bytes` committed (whole pages);
                                          read without the lock by free */
     uint8_t *allocated_bytes;         /* the slots' allocated bytes: the byte of the slot at byte

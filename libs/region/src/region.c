@@ -267,17 +267,6 @@ static size_t purge_batch(void *const *addrs, size_t count, size_t bytes)
     return done;
 }
 
-static size_t guard_batch(void *const *addrs, size_t count, size_t bytes)
-{
-    if (!markers_only())
-        return 0;
-    /* Markers go in fast over ranges without pages: the pages go first, in a batch. */
-    (void)advise_batch(addrs, count, bytes, BATCH_PURGE);
-    size_t done = advise_batch(addrs, count, bytes, BATCH_GUARD);
-    count_uncommitted(done * bytes);
-    return done;
-}
-
 /* Markers alone, for ranges that never had pages (nothing to drop first). */
 static size_t guard_untouched_batch(void *const *addrs, size_t count, size_t bytes)
 {
@@ -286,6 +275,15 @@ static size_t guard_untouched_batch(void *const *addrs, size_t count, size_t byt
     size_t done = advise_batch(addrs, count, bytes, BATCH_GUARD);
     count_uncommitted(done * bytes);
     return done;
+}
+
+static size_t guard_batch(void *const *addrs, size_t count, size_t bytes)
+{
+    if (!markers_only())
+        return 0;
+    /* Markers go in fast over ranges without pages: the pages go first, in a batch. */
+    (void)advise_batch(addrs, count, bytes, BATCH_PURGE);
+    return guard_untouched_batch(addrs, count, bytes);
 }
 
 static size_t unguard_batch(void *const *addrs, size_t count, size_t bytes)

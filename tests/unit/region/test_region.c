@@ -241,19 +241,27 @@ static void test_decommit_of_part_leaves_the_rest(void **state)
 enum { PURGE_SLOTS = 150, PURGE_RANGES = PURGE_SLOTS / 3 * 2, RANGE = 2 * PAGE };
 static const size_t range = RANGE, bytes_for_many = PURGE_SLOTS * RANGE;
 
-/* A committed mapping of PURGE_SLOTS ranges of 2 pages, every byte 0x5a, on 4 KiB pages;
- * ranges[] gets two of every three ranges (the others stay untouched), more than one batch.
- * NULL when the kernel refuses. */
-static char *mapping_for_many(void *ranges[PURGE_RANGES])
+/* A committed mapping of PURGE_SLOTS ranges of 2 pages, on 4 KiB pages, never touched;
+ * ranges[] gets two of every three ranges, more than one batch. NULL when the kernel
+ * refuses. */
+static char *untouched_mapping_for_many(void *ranges[PURGE_RANGES])
 {
     char *p = sm_region_reserve(bytes_for_many, PAGE);
     if (!p || !sm_region_commit(p, bytes_for_many))
         return NULL;
     (void)madvise(p, bytes_for_many, MADV_NOHUGEPAGE);
-    memset(p, 0x5a, bytes_for_many);
     for (size_t i = 0, n = 0; i < PURGE_SLOTS; i++)
         if (i % 3 != 1)
             ranges[n++] = p + i * range;
+    return p;
+}
+
+/* The same mapping with every byte 0x5a (the ranges not in ranges[] keep it). */
+static char *mapping_for_many(void *ranges[PURGE_RANGES])
+{
+    char *p = untouched_mapping_for_many(ranges);
+    if (p)
+        memset(p, 0x5a, bytes_for_many);
     return p;
 }
 
@@ -357,14 +365,10 @@ static void test_guard_many_and_unguard_many(void **state)
 static void test_guard_untouched_many(void **state)
 {
     (void)state;
-    char *p = sm_region_reserve(bytes_for_many, PAGE);
-    assert_non_null(p);
-    assert_true(sm_region_commit(p, bytes_for_many));
     void *ranges[PURGE_RANGES];
-    size_t n = 0;
-    for (size_t i = 0; i < PURGE_SLOTS; i++)
-        if (i % 3 != 1)
-            ranges[n++] = p + i * range;
+    char *p = untouched_mapping_for_many(ranges);
+    assert_non_null(p);
+    const size_t n = PURGE_RANGES;
     size_t before = sm_region_committed_bytes();
     assert_int_equal(sm_region_guard_untouched_many(ranges, n, range), n);
     assert_int_equal(sm_region_committed_bytes(), before - n * range);

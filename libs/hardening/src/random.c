@@ -140,37 +140,25 @@ void sm_random_init(struct sm_random *rng, uint64_t stream)
     sm_random_global_init();
     memset(rng, 0, sizeof(*rng));
     rng->nonce = stream;
-    rng->next = SM_RANDOM_HALVES; /* empty: the first draw computes a block */
+    rng->next = SM_RANDOM_BYTES; /* empty: the first draw computes a block */
 }
 
-static void refill(struct sm_random *rng)
+void sm_random_refill(struct sm_random *rng)
 {
     uint32_t block[16];
     sm_chacha_block(master_key, rng->counter++, rng->nonce, 8, block);
-    memcpy(rng->halves, block, sizeof(rng->halves));
+    memcpy(rng->bytes, block, sizeof(rng->bytes));
     rng->next = 0;
 }
 
 uint64_t sm_random_u64(struct sm_random *rng)
 {
-    if (rng->next + 4 > SM_RANDOM_HALVES)
-        refill(rng);
+    if (rng->next + 8 > SM_RANDOM_BYTES)
+        sm_random_refill(rng);
     uint64_t value;
-    memcpy(&value, &rng->halves[rng->next], sizeof(value));
-    rng->next += 4;
+    memcpy(&value, &rng->bytes[rng->next], sizeof(value));
+    rng->next += 8;
     return value;
-}
-
-uint32_t sm_random_below(struct sm_random *rng, uint32_t bound)
-{
-    /* Lemire's multiply-shift. Bounds up to 2^16 (slot and quarantine indices) take 16
-     * random bits, a block thus serving 32 draws; the bias, at most bound / 2^16, only
-     * tilts choices among at most a few hundred places. */
-    if (bound > 65536)
-        return (uint32_t)(((sm_random_u64(rng) & 0xffffffffu) * (uint64_t)bound) >> 32);
-    if (rng->next >= SM_RANDOM_HALVES)
-        refill(rng);
-    return (uint32_t)(((uint32_t)rng->halves[rng->next++] * bound) >> 16);
 }
 
 void sm_random_fill(void *buf, size_t len)

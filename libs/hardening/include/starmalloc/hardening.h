@@ -64,12 +64,12 @@ uint64_t sm_harden_guard_failures(void);
 
 /* A cryptographically secure random stream (ChaCha8 under a process-wide key drawn from
  * getrandom(2), one nonce per stream). Not thread-safe: one stream per lock holder. */
-enum { SM_RANDOM_HALVES = 32 };
+enum { SM_RANDOM_BYTES = 64 };
 struct sm_random {
-    uint16_t halves[SM_RANDOM_HALVES]; /* the current block's output, in 16-bit pieces */
-    uint64_t counter;                  /* blocks computed so far */
-    uint64_t nonce;                    /* the stream's identity */
-    uint32_t next;                     /* next unused piece of `halves` */
+    uint8_t bytes[SM_RANDOM_BYTES]; /* the current block's output */
+    uint64_t counter;               /* blocks computed so far */
+    uint64_t nonce;                 /* the stream's identity */
+    uint32_t next;                  /* next unused byte of `bytes` */
 };
 
 /* Draws the process key from getrandom(2) the first time (later calls do nothing). If the
@@ -90,9 +90,29 @@ void sm_random_init(struct sm_random *rng, uint64_t stream);
 /* 64 random bits. */
 uint64_t sm_random_u64(struct sm_random *rng);
 
-/* A random number in [0, bound), bound >= 1 (bounds up to 2^16 draw 16 bits, with a bias
- * of at most bound / 2^16). */
-uint32_t sm_random_below(struct sm_random *rng, uint32_t bound);
+/* Computes the stream's next block into rng->bytes (for sm_random_below's refills). */
+void sm_random_refill(struct sm_random *rng);
+
+/* A random number in [0, bound), bound >= 1. Powers of two up to 256 draw 8 bits (exactly
+ * uniform, a block serving 64 draws: the quarantine's random stage, most slab sizes), other
+ * bounds up to 2^16 draw 16 bits (with a bias of at most bound / 2^16, which only tilts
+ * choices among at most a few hundred places), larger ones 32 bits. Lemire's multiply-shift;
+ * inline, as it runs for every slot that enters a quarantine. */
+static inline uint32_t sm_random_below(struct sm_random *rng, uint32_t bound)
+{
+    if (bound > 65536)
+        return (uint32_t)(((sm_random_u64(rng) & 0xffffffffu) * (uint64_t)bound) >> 32);
+    if (bound <= 256 && (bound & (bound - 1)) == 0) {
+        if (rng->next >= SM_RANDOM_BYTES)
+            sm_random_refill(rng);
+        return ((uint32_t)rng->bytes[rng->next++] * bound) >> 8;
+    }
+    if (rng->next + 2 > SM_RANDOM_BYTES)
+        sm_random_refill(rng);
+    uint32_t value = (uint32_t)rng->bytes[rng->next] | (uint32_t)rng->bytes[rng->next + 1] << 8;
+    rng->next += 2;
+    return (value * bound) >> 16;
+}
 
 /* Fills buf with len random bytes straight from the kernel (a stream if it refuses). */
 void sm_random_fill(void *buf, size_t len);

@@ -61,12 +61,17 @@ static struct {
 
 /* A thread without a cache of its own points at this one, never written: its bins are empty
  * (malloc finds no slot) and can take no freed slot (pending_capacity 0), so both fast paths
- * fall through to their slow paths without a test of their own for "no cache". */
-static struct sm_tcache no_cache;
+ * fall through to their slow paths without a test of their own for "no cache". Whole pages
+ * of its own, made read-only at initialisation: a stray write to it traps instead of
+ * handing out slots. */
+static union {
+    struct sm_tcache cache;
+    char pages[(sizeof(struct sm_tcache) + SM_PAGE_SIZE - 1) & ~(size_t)(SM_PAGE_SIZE - 1)];
+} no_cache __attribute__((aligned(SM_PAGE_SIZE)));
 
 enum { CACHE_NONE = 0, CACHE_ACTIVE, CACHE_UNAVAILABLE };
 static __thread struct sm_tcache *thread_cache __attribute__((tls_model("initial-exec"))) =
-    &no_cache;
+    &no_cache.cache;
 static __thread int thread_cache_state __attribute__((tls_model("initial-exec")));
 
 static size_t cache_bytes(void)
@@ -233,7 +238,7 @@ static void unlink_live(struct sm_tcache *cache)
 static void thread_exit(void *arg)
 {
     struct sm_tcache *cache = arg;
-    thread_cache = &no_cache;
+    thread_cache = &no_cache.cache;
     thread_cache_state = CACHE_UNAVAILABLE;
     flush_cache(cache);
     sm_lock_acquire(&pool.lock);
@@ -284,7 +289,7 @@ static void init_bins(struct sm_tcache *cache)
  * one (exiting, or CACHES_MAX caches live). */
 static struct sm_tcache *cache_of_thread(void)
 {
-    if (thread_cache != &no_cache)
+    if (thread_cache != &no_cache.cache)
         return thread_cache;
     if (thread_cache_state != CACHE_NONE)
         return NULL;
@@ -314,6 +319,8 @@ static struct sm_tcache *cache_of_thread(void)
 
 void sm_tcache_init(void)
 {
+    if (!sm_region_protect_read_only(&no_cache, sizeof(no_cache)))
+        sm_harden_note_guard_failure("the empty thread cache could not be made read-only");
     size_t bytes = (size_t)CACHES_MAX * cache_bytes();
     size_t limit = sm_region_address_space_limit();
     if (limit != SIZE_MAX && bytes > limit / 16)
@@ -533,7 +540,7 @@ void sm_arena_free_cached(void *p)
 
 void sm_arena_flush_thread_cache(void)
 {
-    if (thread_cache != &no_cache)
+    if (thread_cache != &no_cache.cache)
         flush_cache(thread_cache);
 }
 

@@ -4,6 +4,7 @@
  * A cached slot is "deferred" (its allocated byte is 0), so a double free of it is still
  * caught, and it goes back to its own slab under its owner's lock. */
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "arena_internal.h"
@@ -339,24 +340,30 @@ void sm_tcache_init(void)
 
 /* ---- allocation and free ----------------------------------------------------------- */
 
-/* The cache's bin of class cls, for the fast paths. The empty asm hides how the address was
- * made: the compiler then addresses the bin's arrays from it (one register plus the index),
- * instead of re-deriving each element's address from the cache and the class (three or four
+/* The cache's bin `offset` bytes into it (the bins come first: a class's bin is at class x
+ * SM_CACHE_BIN_BYTES), for the fast paths. The empty asm hides how the address was made: the
+ * compiler then addresses the bin's arrays from it (one register plus the index), instead of
+ * re-deriving each element's address from the cache and the class (three or four
  * instructions more per malloc and per free). */
-static inline struct cache_bin *bin_of(struct sm_tcache *cache, unsigned cls)
+_Static_assert(offsetof(struct sm_tcache, bins) == 0, "the bins start the cache");
+static inline struct cache_bin *bin_at(struct sm_tcache *cache, size_t offset)
 {
-    struct cache_bin *bin = &cache->bins[cls];
+    struct cache_bin *bin = (void *)((char *)cache + offset);
     __asm__("" : "+r"(bin));
     return bin;
 }
 
-/* The cache's bin of owner's class, for free: one add. */
+/* The bin of class cls, for malloc. */
+static inline struct cache_bin *bin_of(struct sm_tcache *cache, unsigned cls)
+{
+    return bin_at(cache, (size_t)cls * SM_CACHE_BIN_BYTES);
+}
+
+/* The cache's bin of owner's class, for free: one add of the state's offset. */
 static inline struct cache_bin *bin_of_state(struct sm_tcache *cache,
                                              const struct sm_class_state *owner)
 {
-    struct cache_bin *bin = (void *)((char *)cache + owner->cache_bin_offset);
-    __asm__("" : "+r"(bin));
-    return bin;
+    return bin_at(cache, owner->cache_bin_offset);
 }
 
 /* The top ready slot, slots[top] with top = count - 1, leaves the cache for the user. */

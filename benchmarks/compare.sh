@@ -2,6 +2,7 @@
 # StarMalloc side by side with glibc, jemalloc, tcmalloc and mimalloc.
 #
 #   benchmarks/compare.sh [--quick] [--reps N] [--only W[,W...]] [--presets P[,P...]]
+#                         [--variant NAME=OPTIONS]... [--baselines A[,A...]]
 #                         [--scale X] [--pairs N] [--no-callgrind] [--no-micro] [--no-scaling]
 #                         [--no-install] [--no-doc] [--outdir DIR] [--note TEXT]
 #
@@ -21,6 +22,14 @@
 #   --only W,...    only these workloads (larson pipeline false-sharing bignum compiler realloc
 #                   large fragmentation)
 #   --presets P,... only these StarMalloc presets (default: none,light,default,paranoid)
+#   --variant NAME=OPTIONS
+#                   also a StarMalloc build with these CMake options (space-separated -D...,
+#                   e.g. "nosq=-DSTARMALLOC_HARDENING=default -DSTARMALLOC_SLOT_QUARANTINE=0"),
+#                   in build/bench-variant-NAME, shown as sm-NAME (repeatable; not in the
+#                   starmalloc-micro table)
+#   --baselines A,...
+#                   only these of jemalloc, tcmalloc, mimalloc next to glibc, which is always
+#                   run (ratios are to glibc); "" for glibc alone (default: all three)
 #   --scale X       workload scale (default 1, --quick 0.25)
 #   --pairs N       malloc/free pairs per callgrind run (default 100000, --quick 20000)
 #   --no-callgrind  skip the instruction counts
@@ -37,7 +46,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
 quick=0 reps="" only="" presets="none,light,default,paranoid" scale="" pairs="" callgrind=1
-install=1 doc=1 note="" micro=1 scaling=1 outdir=""
+install=1 doc=1 note="" micro=1 scaling=1 outdir="" baselines="jemalloc,tcmalloc,mimalloc"
+variants=()
 args_text=""
 for a in "$@"; do # the command line as typed, for the report
   if [[ "$a" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then args_text+="${args_text:+ }$a"
@@ -49,6 +59,8 @@ while (($#)); do
     --reps) reps="$2"; shift ;;
     --only) only="$2"; shift ;;
     --presets) presets="$2"; shift ;;
+    --variant) variants+=("$2"); shift ;;
+    --baselines) baselines="$2"; shift ;;
     --scale) scale="$2"; shift ;;
     --pairs) pairs="$2"; shift ;;
     --no-callgrind) callgrind=0 ;;
@@ -85,6 +97,25 @@ IFS=, read -r -a preset_list <<<"$presets"
 for p in "${preset_list[@]}"; do
   [[ " none light default paranoid " == *" $p "* ]] || { echo "compare.sh: no preset '$p'" >&2; exit 2; }
 done
+declare -A variant_options=() # variant name -> its CMake options
+variant_names=()
+for v in "${variants[@]}"; do
+  name="${v%%=*}" options="${v#*=}"
+  if [[ "$v" != *=* || ! "$name" =~ ^[a-z0-9][a-z0-9-]*$ || -n "${variant_options[$name]+set}" ]] ||
+     [[ " none light default paranoid " == *" $name "* ]]; then
+    echo "compare.sh: --variant '$v': needs NAME=OPTIONS, NAME of a-z, 0-9 and -, not a preset's and given once" >&2
+    exit 2
+  fi
+  for o in $options; do
+    [[ "$o" == -D?* ]] || { echo "compare.sh: --variant $name: '$o' is not a -D option" >&2; exit 2; }
+  done
+  variant_options[$name]="$options"
+  variant_names+=("$name")
+done
+IFS=, read -r -a baseline_list <<<"$baselines"
+for b in "${baseline_list[@]}"; do
+  [[ " jemalloc tcmalloc mimalloc " == *" $b "* ]] || { echo "compare.sh: no baseline '$b' (jemalloc tcmalloc mimalloc)" >&2; exit 2; }
+done
 
 if [[ -z "$outdir" ]]; then
   stamp="$(date +%Y-%m-%d)"
@@ -119,6 +150,7 @@ lib_of[glibc]=""
 for spec in jemalloc:libjemalloc2:'libjemalloc\.so\.2' tcmalloc:libtcmalloc-minimal4:'libtcmalloc_minimal\.so\.4' \
             mimalloc:libmimalloc2.0:'libmimalloc\.so\.2'; do
   IFS=: read -r name pkg pattern <<<"$spec"
+  [[ " ${baseline_list[*]} " == *" $name "* ]] || continue
   lib="$(find_lib "$pkg" "$pattern")"
   if [[ -n "$lib" && -e "$lib" ]]; then
     allocators+=("$name"); lib_of[$name]="$lib"
@@ -130,13 +162,19 @@ done
 build_log="$(mktemp)"
 trap 'rm -f "$build_log"' EXIT
 build_preset() { # build_preset <preset> <targets...>
-  local preset="$1" dir="$repo/build/bench-$1"; shift
-  log "building StarMalloc (Release, hardening=$preset) in build/bench-$preset"
-  if ! { cmake -S "$repo" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSTARMALLOC_HARDENING="$preset" \
+  local preset="$1"; shift
+  build_starmalloc "preset $preset" "$repo/build/bench-$preset" "-DSTARMALLOC_HARDENING=$preset" "$@"
+}
+# build_starmalloc <what> <dir> <CMake options, one word> <targets...>
+build_starmalloc() {
+  local what="$1" dir="$2" options="$3"; shift 3
+  log "building StarMalloc (Release, $what: $options) in ${dir#"$repo"/}"
+  # shellcheck disable=SC2086 # the options are words on purpose
+  if ! { cmake -S "$repo" -B "$dir" -DCMAKE_BUILD_TYPE=Release $options \
            -DSTARMALLOC_BUILD_BENCHMARKS=ON -DSTARMALLOC_BUILD_TESTS=OFF &&
          cmake --build "$dir" -j "$jobs" --target "$@"; } >"$build_log" 2>&1; then
     tail -n 40 "$build_log" >&2
-    echo "compare.sh: the build of preset $preset failed (log above)" >&2
+    echo "compare.sh: the build of $what failed (log above)" >&2
     exit 1
   fi
 }
@@ -154,6 +192,20 @@ for p in "${preset_list[@]}"; do
   fi
   allocators+=("sm-$p")
   lib_of[sm-$p]="$repo/build/bench-$p/shim/libstarmalloc.so"
+done
+for v in "${variant_names[@]}"; do
+  dir="$repo/build/bench-variant-$v"
+  # A fresh cache: options of an earlier variant of the same name must not linger in it.
+  rm -f "$dir/CMakeCache.txt"
+  targets=(starmalloc)
+  ((first)) && targets+=(bench-workloads)
+  build_starmalloc "variant $v" "$dir" "${variant_options[$v]}" "${targets[@]}"
+  if ((first)); then
+    bindir="$dir/benchmarks"
+    first=0
+  fi
+  allocators+=("sm-$v")
+  lib_of[sm-$v]="$dir/shim/libstarmalloc.so"
 done
 
 # ---- output ---------------------------------------------------------------------------------
@@ -176,6 +228,9 @@ for a in "${allocators[@]}"; do
   esac
 done
 versions+=", StarMalloc presets ${presets//,/ } (sm-<preset>)"
+for v in "${variant_names[@]}"; do
+  versions+=", sm-$v: ${variant_options[$v]}"
+done
 {
   echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$(

@@ -148,6 +148,7 @@ def summarize_scaling(runs, allocators):
         # The two runs of one repetition ran back to back: their ratio shows the noise.
         paired = [v["2"] / v["1"] for v in by_rep.values() if "1" in v and "2" in v and v["1"] > 0]
         s["ratio_min"] = min(paired) if paired else None
+        s["ratio_paired"] = median(paired) if paired else None
         s["ratio_max"] = max(paired) if paired else None
         # CPUs that other processes used during the runs: two threads on two cores need both.
         other = [(float(r["other_cpus"]), float(r["time_s"])) for r in rows
@@ -176,13 +177,15 @@ def write_scaling_csv(path, scaling):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["allocator", "runs", "failures", "ops_per_s_1_thread_median",
-                    "ops_per_s_2_threads_median", "ratio_2_to_1", "ratio_2_to_1_min_of_reps",
-                    "ratio_2_to_1_max_of_reps", "other_processes_cpus_mean",
+                    "ops_per_s_2_threads_median", "ratio_2_to_1", "ratio_2_to_1_median_of_reps",
+                    "ratio_2_to_1_min_of_reps", "ratio_2_to_1_max_of_reps",
+                    "other_processes_cpus_mean",
                     "other_processes_cpus_max"])
         num = lambda x, d=4: "" if x is None else f"{x:.{d}f}"
         for a, s in scaling.items():
             w.writerow([a, s["runs"], s["failures"], num(s["ops1"], 0), num(s["ops2"], 0),
-                        num(s["ratio"]), num(s["ratio_min"]), num(s["ratio_max"]),
+                        num(s["ratio"]), num(s["ratio_paired"]), num(s["ratio_min"]),
+                        num(s["ratio_max"]),
                         num(s["other_mean"], 2), num(s["other_max"], 2)])
 
 
@@ -336,12 +339,15 @@ def markdown(meta, table, workloads, allocators, callgrind, charts, problems, fa
           "of replacements per second) of the repetitions; the ratio is throughput with 2 "
           "threads / with 1 (2.00× = perfect scaling on 2 cores, 1.00× = none); in brackets the "
           "lowest and highest ratio of the two runs of one repetition, which ran back to back. "
+          "*Per repetition*: the median of those paired ratios, which a slow spell of the machine "
+          "that hits both runs of a repetition does not move (the ratio of the medians compares "
+          "runs from different repetitions). "
           "*Other load*: how many CPUs other processes used on average during the allocator's "
           "runs (from /proc/stat in 10 ms ticks, so a few hundredths are noise); with 2 cores, "
           "more than about 0.1 lowers the ratio.")
         p("")
-        p("| allocator | 1 thread | 2 threads | 2 threads / 1 | other load |")
-        p("|---|---:|---:|---:|---:|")
+        p("| allocator | 1 thread | 2 threads | 2 threads / 1 | per repetition | other load |")
+        p("|---|---:|---:|---:|---:|---:|")
         for a, s in scaling.items():
             cells = [fmt(s["ops1"] and s["ops1"] / 1e6), fmt(s["ops2"] and s["ops2"] / 1e6)]
             r = fmt_ratio(s["ratio"])
@@ -350,7 +356,7 @@ def markdown(meta, table, workloads, allocators, callgrind, charts, problems, fa
             if s["failures"]:
                 r += f" [{s['failures']} failed]"
             other = "–" if s["other_mean"] is None else f"{s['other_mean']:.2f}"
-            p(f"| {a} | " + " | ".join(cells) + f" | {r} | {other} |")
+            p(f"| {a} | " + " | ".join(cells) + f" | {r} | {fmt_ratio(s['ratio_paired'])} | {other} |")
         p("")
 
     if callgrind:

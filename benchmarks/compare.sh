@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# StarMalloc side by side with glibc, jemalloc, tcmalloc and mimalloc.
+# StarMalloc side by side with glibc, jemalloc, tcmalloc, mimalloc and scudo.
 #
 #   benchmarks/compare.sh [--quick] [--reps N] [--only W[,W...]] [--presets P[,P...]]
 #                         [--variant NAME=OPTIONS]... [--baselines A[,A...]]
@@ -28,8 +28,10 @@
 #                   in build/bench-variant-NAME, shown as sm-NAME (repeatable; not in the
 #                   starmalloc-micro table)
 #   --baselines A,...
-#                   only these of jemalloc, tcmalloc, mimalloc next to glibc, which is always
-#                   run (ratios are to glibc); "" for glibc alone (default: all three)
+#                   only these of jemalloc, tcmalloc, mimalloc, scudo next to glibc, which is
+#                   always run (ratios are to glibc); "" for glibc alone (default: all four).
+#                   scudo is LLVM's hardened allocator (scudo standalone from libclang-rt-14-dev,
+#                   its default options); its large and realloc runs take minutes
 #   --scale X       workload scale (default 1, --quick 0.25)
 #   --pairs N       malloc/free pairs per callgrind run (default 100000, --quick 20000)
 #   --no-callgrind  skip the instruction counts
@@ -46,7 +48,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
 quick=0 reps="" only="" presets="none,light,default,paranoid" scale="" pairs="" callgrind=1
-install=1 doc=1 note="" micro=1 scaling=1 outdir="" baselines="jemalloc,tcmalloc,mimalloc"
+install=1 doc=1 note="" micro=1 scaling=1 outdir="" baselines="jemalloc,tcmalloc,mimalloc,scudo"
 variants=()
 args_text=""
 for a in "$@"; do # the command line as typed, for the report
@@ -112,9 +114,16 @@ for v in "${variants[@]}"; do
   variant_options[$name]="$options"
   variant_names+=("$name")
 done
+# Baselines: name, the Debian package that ships it, the library's file name (a pattern).
+declare -A baseline_pkg=([jemalloc]=libjemalloc2 [tcmalloc]=libtcmalloc-minimal4 [mimalloc]=libmimalloc2.0
+                         [scudo]=libclang-rt-14-dev)
+declare -A baseline_lib=([jemalloc]='libjemalloc\.so\.2' [tcmalloc]='libtcmalloc_minimal\.so\.4'
+                         [mimalloc]='libmimalloc\.so\.2'
+                         [scudo]="libclang_rt\\.scudo_standalone-$(uname -m)\\.so")
+all_baselines=(jemalloc tcmalloc mimalloc scudo)
 IFS=, read -r -a baseline_list <<<"$baselines"
 for b in "${baseline_list[@]}"; do
-  [[ " jemalloc tcmalloc mimalloc " == *" $b "* ]] || { echo "compare.sh: no baseline '$b' (jemalloc tcmalloc mimalloc)" >&2; exit 2; }
+  [[ " ${all_baselines[*]} " == *" $b "* ]] || { echo "compare.sh: no baseline '$b' (${all_baselines[*]})" >&2; exit 2; }
 done
 
 if [[ -z "$outdir" ]]; then
@@ -132,7 +141,8 @@ fi
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---- packages -------------------------------------------------------------------------------
-alloc_pkgs=(libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4)
+alloc_pkgs=()
+for b in "${baseline_list[@]}"; do alloc_pkgs+=("${baseline_pkg[$b]}"); done
 if ((install)); then
   "$repo/cmake/install-deps.sh" build-essential cmake python3 gnuplot-nox valgrind libbenchmark-dev \
     "${alloc_pkgs[@]}"
@@ -147,11 +157,10 @@ find_lib() { # find_lib <package> <file name pattern>
 declare -A lib_of=() # allocator name -> library to preload ("" for glibc)
 allocators=(glibc)
 lib_of[glibc]=""
-for spec in jemalloc:libjemalloc2:'libjemalloc\.so\.2' tcmalloc:libtcmalloc-minimal4:'libtcmalloc_minimal\.so\.4' \
-            mimalloc:libmimalloc2.0:'libmimalloc\.so\.2'; do
-  IFS=: read -r name pkg pattern <<<"$spec"
+for name in "${all_baselines[@]}"; do # in this order, whatever the order given
   [[ " ${baseline_list[*]} " == *" $name "* ]] || continue
-  lib="$(find_lib "$pkg" "$pattern")"
+  pkg="${baseline_pkg[$name]}"
+  lib="$(find_lib "$pkg" "${baseline_lib[$name]}")"
   if [[ -n "$lib" && -e "$lib" ]]; then
     allocators+=("$name"); lib_of[$name]="$lib"
   else
@@ -225,6 +234,7 @@ for a in "${allocators[@]}"; do
     jemalloc) versions+=", jemalloc $(version_of libjemalloc2)" ;;
     tcmalloc) versions+=", tcmalloc (gperftools) $(version_of libtcmalloc-minimal4)" ;;
     mimalloc) versions+=", mimalloc $(version_of libmimalloc2.0)" ;;
+    scudo) versions+=", scudo standalone (LLVM $(version_of libclang-rt-14-dev), default options)" ;;
   esac
 done
 versions+=", StarMalloc presets ${presets//,/ } (sm-<preset>)"
@@ -371,12 +381,13 @@ if ((callgrind)) && command -v valgrind >/dev/null; then
   log "callgrind: instructions per malloc/free pair ($pairs pairs per size)"
   cg="$outdir/callgrind.csv"
   echo "allocator,size,pairs,ir_total,ir_base,ir_per_pair" >"$cg"
-  ir_of() { # ir_of <allocator> <pairs> <size>: instructions executed, or empty
-    local lib="${lib_of[$1]}" vlog
+  ir_of() { # ir_of <allocator> <pairs> <size>: instructions executed, or empty if the run failed
+    local lib="${lib_of[$1]}" vlog rc=0
     vlog="$(mktemp)"
     env ${lib:+LD_PRELOAD="$lib"} valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-      --log-file="$vlog" "$bindir/micro/starmalloc-pairs" "$2" "$3" >/dev/null 2>&1 || true
-    sed -n 's/^==[0-9]*== Collected : *\([0-9]*\)$/\1/p' "$vlog" | head -n1
+      --log-file="$vlog" "$bindir/micro/starmalloc-pairs" "$2" "$3" >/dev/null 2>&1 || rc=$?
+    # A run that died (scudo cannot map its regions under valgrind) still reports what it counted.
+    ((rc == 0)) && sed -n 's/^==[0-9]*== Collected : *\([0-9]*\)$/\1/p' "$vlog" | head -n1
     rm -f "$vlog"
   }
   for a in "${allocators[@]}"; do

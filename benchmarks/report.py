@@ -369,15 +369,22 @@ def markdown(meta, table, workloads, allocators, callgrind, charts, problems, fa
         p("")
         p("| allocator | " + " | ".join(f"{s} B" for s in sizes) + " |")
         p("|---|" + "---:|" * len(sizes))
+        failed = []
         for a in allocators:
             row = []
             for s in sizes:
                 r = [x for x in callgrind if x["allocator"] == a and x["size"] == s]
                 v = r[0]["ir_per_pair"] if r else ""
                 row.append(v if v not in ("", "NaN") else "–")
-            if any(v != "–" for v in row):
+            if any(x["allocator"] == a for x in callgrind):
                 p(f"| {a} | " + " | ".join(row) + " |")
+            if "–" in row and any(x["allocator"] == a for x in callgrind):
+                failed.append(a)
         p("")
+        if failed:
+            why = " (scudo cannot map its regions there)" if "scudo" in failed else ""
+            p(f"–: the run failed under valgrind: {', '.join(failed)}{why}.")
+            p("")
 
     if micro:
         cols = ["glibc"] + [c for c in (f"sm-{x}" for x in meta.get("presets", "").split())

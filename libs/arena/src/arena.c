@@ -9,9 +9,9 @@
 #include "starmalloc/sizeclass.h"
 
 enum {
-    SLAB_COMMIT_BYTES = 256 * 1024, /* commit fresh slabs in batches of about this much */
     /* guard slabs in one batch (and one more): at most one per two slabs */
-    GUARDS_PER_COMMIT_MAX = SLAB_COMMIT_BYTES / SM_PAGE_SIZE / 2 + 2,
+    GUARDS_PER_COMMIT_MAX = SM_SLAB_COMMIT_BYTES / SM_PAGE_SIZE / 2 + 2,
+    SLABS_PER_COMMIT_MAX = SM_SLAB_COMMIT_BYTES / SM_PAGE_SIZE + 1, /* slabs of one page each */
     META_COMMIT_BYTES = 64 * 1024, /* and their metadata in chunks of this much */
 };
 
@@ -101,6 +101,30 @@ static void guard_committed_guards(const struct sm_class_state *s, uint32_t from
                                      "(vm.max_map_count reached?)");
 }
 
+/* Populates the slabs (not the guards) of the run [from, to) that commit_slabs just
+ * committed, once the class has taken SM_POPULATE_FRESH_AFTER_BYTES of its region (guards
+ * included): its slabs are then likely to be used whole, and on a virtual machine pages
+ * populated by one call for the run cost less than half the faults their first touches
+ * would take (see docs/architecture.md). A class's first slabs stay lazy, so that a program
+ * using a few objects of many classes does not pay memory for them, and a hot class holds at
+ * most one batch it may not use. Slots larger than a page are populated only where freeing
+ * zeroes them whole (SM_ZERO_ON_FREE): otherwise the pages of a slot that the program does
+ * not touch would be made resident for nothing. */
+static void populate_committed_slabs(const struct sm_class_state *s, uint32_t from, uint32_t to)
+{
+    if ((size_t)from * s->slab_bytes < SM_POPULATE_FRESH_AFTER_BYTES)
+        return;
+    if (!SM_ZERO_ON_FREE && s->info.slot_size > SM_PAGE_SIZE)
+        return;
+    void *starts[SLABS_PER_COMMIT_MAX];
+    size_t n = 0;
+    for (uint32_t i = from; i < to && n < SLABS_PER_COMMIT_MAX; i++) {
+        if (!is_guard_index(i))
+            starts[n++] = slab_start(s, i);
+    }
+    sm_region_populate_many(starts, n, s->slab_bytes);
+}
+
 /* Commits fresh slab `index` and, while it costs nothing more, the next ones: up to the
  * next guard slab, or with guard markers across guard slabs too (guarded at once by markers,
  * so that the class region stays one mapping). When the kernel refuses
@@ -109,7 +133,7 @@ static void guard_committed_guards(const struct sm_class_state *s, uint32_t from
  * reported, but allocation goes on. */
 static bool commit_slabs(struct sm_class_state *s, uint32_t index)
 {
-    uint32_t batch = (uint32_t)(SLAB_COMMIT_BYTES / s->slab_bytes);
+    uint32_t batch = (uint32_t)(SM_SLAB_COMMIT_BYTES / s->slab_bytes);
     uint32_t run_end = sm_region_guard_markers() ? s->max_slabs : next_guard_index(s, index);
     if (batch == 0)
         batch = 1;
@@ -121,6 +145,7 @@ static bool commit_slabs(struct sm_class_state *s, uint32_t index)
         batch++;
     if (sm_region_commit(slab_start(s, index), batch * s->slab_bytes)) {
         guard_committed_guards(s, index, index + batch);
+        populate_committed_slabs(s, index, index + batch);
         s->slabs_committed = index + batch;
         return true;
     }

@@ -46,6 +46,12 @@ enum {
      * empty slabs beyond those kept are retained too (see sm_arena_give_back_retained);
      * otherwise the oldest go back to the kernel once twice as many as kept are empty. */
     SM_RETAIN_EMPTY_SLABS = SM_SLAB_QUARANTINE == 0 && SM_RETAINED_DECAY_MS != 0,
+    /* Fresh slabs are committed in runs of about SM_SLAB_COMMIT_BYTES. Once a class has taken
+     * SM_POPULATE_FRESH_AFTER_BYTES of its region (guard slabs included), each further run is
+     * populated as it is committed (MADV_POPULATE_WRITE): classes of slots up to a page,
+     * and every class when freeing zeroes whole slots (SM_ZERO_ON_FREE). */
+    SM_SLAB_COMMIT_BYTES = 256 << 10,
+    SM_POPULATE_FRESH_AFTER_BYTES = 1 << 20,
 };
 
 /* Everything about one (arena, class) pair; guarded by its lock. */

@@ -128,7 +128,7 @@ struct AvlFixture {
     void insert_all()
     {
         for (uintptr_t k : keys) {
-            sm_avl_entry e{k, 65536, k - 4096, 65536 + 8192};
+            sm_avl_entry e{k, 65536, k - 4096, 65536 + 8192, 0};
             sm_avl_insert(&map, &e);
         }
     }

@@ -30,6 +30,7 @@ struct held_object {
     uintptr_t map_addr;
     size_t map_size;
     bool committed; /* its small pages are kept (kept_bytes; else decommitted, PROT_NONE) */
+    unsigned flags; /* the freed object's sm_avl_entry.flags */
 };
 
 /* Page faults dominate the reuse of a decommitted object: 9 to 10 us per 4 KiB page on the
@@ -43,9 +44,10 @@ struct held_object {
  * - With large quarantine (default, paranoid), a freed object must trap while it is held, so
  *   it is decommitted and its pages come back in one call when it is reused
  *   (sm_region_populate: about 4 us per page here, like keeping it PROT_NONE would cost, but
- *   the quarantine then holds no memory). On `large` (default, alternating runs) this took
- *   8.2 s and 90 MB of peak RSS; keeping 64 MiB of zeroed PROT_NONE pages 10.3 s and 147 MB.
- * Only small pages are kept or populated: the part of an object on transparent huge pages
+ *   the quarantine then holds no memory), as do a new object's, while the program writes the
+ *   objects it frees nearly whole (populate_small_pages). On `large` (default, alternating runs)
+ * this took 8.2 s and 90 MB of peak RSS; keeping 64 MiB of zeroed PROT_NONE pages 10.3 s and 147
+ * MB. Only small pages are kept or populated: the part of an object on transparent huge pages
  * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
  * for less than keeping or populating it costs. */
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
@@ -204,7 +206,7 @@ static bool reserve_guarded(size_t usable, size_t align, size_t before, size_t a
         sm_region_release(base, map_start - (uintptr_t)base);
     if ((uintptr_t)base + total > map_end)
         sm_region_release((void *)map_end, (uintptr_t)base + total - map_end);
-    *entry = (struct sm_avl_entry){user, usable, map_start, map_end - map_start};
+    *entry = (struct sm_avl_entry){user, usable, map_start, map_end - map_start, 0};
     return true;
 }
 
@@ -227,7 +229,7 @@ static bool map_plain(size_t usable, size_t align, struct sm_avl_entry *entry)
     char *p = sm_region_map(usable, align);
     if (!p)
         return false;
-    *entry = (struct sm_avl_entry){(uintptr_t)p, usable, (uintptr_t)p, usable};
+    *entry = (struct sm_avl_entry){(uintptr_t)p, usable, (uintptr_t)p, usable, 0};
     return true;
 }
 
@@ -392,14 +394,54 @@ static bool better_fit(const struct held_object *a, const struct held_object *b)
     return a->size < b->size;
 }
 
-/* A decommitted object of `usable` bytes at addr is reused: its small pages come back in one
- * call rather than one fault each (a buffer is usually written whole), when it is small
- * enough to have kept them. */
-static void populate_small_pages(uintptr_t addr, size_t usable)
+/* How much of their small pages the last freed large objects had written (were resident
+ * when freed), in 1/WRITTEN_ONE, each free weighing a quarter of the average: a program that
+ * writes its buffers whole gets the small pages of new and reused objects populated in one
+ * call; one that uses a few pages of big buffers does not get them made resident for
+ * nothing (32 reused 1 MiB mappings populated for one page written in each were 32 MiB of
+ * RSS). Objects StarMalloc populated are resident whatever the program wrote, so they are
+ * not measured; one object in PROBE_EVERY is left lazy, so that the average keeps learning.
+ * Starts at 0: lazy until frees show otherwise. Accessed without the lock: a lost update is
+ * harmless. */
+enum {
+    WRITTEN_ONE = 256,
+    WRITTEN_TO_POPULATE = WRITTEN_ONE * 3 / 4,
+    PROBE_EVERY = 32,
+    ENTRY_POPULATED = 1u, /* sm_avl_entry.flags: its small pages were populated when handed out */
+};
+static unsigned written_share;
+static unsigned populate_decisions;
+
+/* Notes how much of the small pages of the freed object `entry` were resident, unless
+ * StarMalloc populated them (or there are none, or more than COMMITTED_OBJECT_BYTES_MAX,
+ * which are never populated). One mincore call per 2 MiB. */
+static void note_written_share(const struct sm_avl_entry *entry)
 {
-    size_t huge = huge_bytes(addr, usable);
-    if (usable - huge <= COMMITTED_OBJECT_BYTES_MAX)
-        sm_region_populate((void *)(addr + huge), usable - huge);
+    size_t huge = huge_bytes(entry->addr, entry->size);
+    size_t small = entry->size - huge;
+    if ((entry->flags & ENTRY_POPULATED) || small == 0 || small > COMMITTED_OBJECT_BYTES_MAX)
+        return;
+    size_t resident = sm_region_resident_bytes((const void *)(entry->addr + huge), small);
+    if (resident == SIZE_MAX)
+        return;
+    unsigned sample = (unsigned)(resident * WRITTEN_ONE / small);
+    unsigned share = __atomic_load_n(&written_share, __ATOMIC_RELAXED);
+    __atomic_store_n(&written_share, (share * 3 + sample) / 4, __ATOMIC_RELAXED);
+}
+
+/* An object of `usable` bytes at addr, fresh or decommitted, is handed out: its small pages
+ * come back in one call rather than one fault each when the last freed objects were written
+ * nearly whole (written_share) and it is small enough to have kept them, except for probes.
+ * Returns the entry's flags: ENTRY_POPULATED when it populated them. */
+static unsigned populate_small_pages(uintptr_t addr, size_t usable)
+{
+    size_t small = usable - huge_bytes(addr, usable);
+    if (small == 0 || small > COMMITTED_OBJECT_BYTES_MAX ||
+        __atomic_load_n(&written_share, __ATOMIC_RELAXED) < WRITTEN_TO_POPULATE ||
+        __atomic_fetch_add(&populate_decisions, 1, __ATOMIC_RELAXED) % PROBE_EVERY == 0)
+        return 0;
+    sm_region_populate((void *)(addr + usable - small), small);
+    return ENTRY_POPULATED;
 }
 
 /* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
@@ -427,7 +469,10 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
     sm_lock_release(&large.lock);
     if (object.committed) {
         sm_region_reuse_purged(huge_bytes(object.addr, object.size));
-        *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size};
+        /* Pages StarMalloc populated for the last object are still resident: they would
+         * read as written when this one is freed. */
+        *entry = (struct sm_avl_entry){object.addr, object.size, object.map_addr, object.map_size,
+                                       object.flags & ENTRY_POPULATED};
         *zeroed = !KEEP_DIRTY;
         return true;
     }
@@ -437,8 +482,8 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
         return false;
     }
     advise_object(object.addr, usable); /* the decommit dropped the advice */
-    populate_small_pages(object.addr, usable);
-    *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size};
+    *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size,
+                                   populate_small_pages(object.addr, usable)};
     sm_arena_note_new_memory(usable);
     return true;
 }
@@ -459,8 +504,10 @@ void *sm_large_alloc(size_t size, size_t align, int *zeroed)
         if (!map_object(page_round(size), align, &entry))
             return NULL;
     }
-    if (!reused)
+    if (!reused) {
+        entry.flags = populate_small_pages(entry.addr, entry.size);
         sm_arena_note_new_memory(entry.size);
+    }
     if (!record_insert(&entry)) {
         sm_region_unmap((void *)entry.map_addr, entry.map_size, entry.size);
         return NULL;
@@ -538,7 +585,9 @@ void sm_large_free(void *p)
     bool may_keep_pages = reserve_committed_locked(kept_bytes(entry.addr, entry.size));
     sm_lock_release(&large.lock);
     release_growth_room(&entry);
-    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
+    note_written_share(&entry);
+    struct held_object object = {entry.addr,     entry.size, entry.map_addr,
+                                 entry.map_size, false,      entry.flags};
     /* Still mapped until here, so no other object can have been given this address. */
     if (may_keep_pages && keep_pages(&object)) {
         object.committed = true;
@@ -597,6 +646,7 @@ static void *grow_by_moving(const struct sm_avl_entry *old, size_t usable)
         if (!reserve_guarded(usable, align, before, after, &moved))
             return NULL;
     }
+    moved.flags = old->flags; /* populated or not, the pages it had move with it */
     /* The move and the map's update under one lock: once mremap has moved the pages, the old
      * range is free for any new mapping, and a new object there must not find the old
      * record still in the map (its insertion would fail as a duplicate). */
@@ -630,7 +680,7 @@ void *sm_large_grow(void *p, size_t size)
     size_t usable = page_round(size);
     sm_lock_acquire(&large.lock);
     struct sm_avl_entry *found = sm_avl_find(&large.map, (uintptr_t)p);
-    struct sm_avl_entry old = found ? *found : (struct sm_avl_entry){0, 0, 0, 0};
+    struct sm_avl_entry old = found ? *found : (struct sm_avl_entry){0, 0, 0, 0, 0};
     sm_lock_release(&large.lock);
     if (!found || usable <= old.size)
         return NULL;

@@ -207,6 +207,73 @@ static void trim_gives_back_freed_large_pages(void **state)
                  size, freed.committed_bytes, trimmed.committed_bytes);
 }
 
+/* Pages of [p, p + bytes) (page-aligned p) that are resident, by mincore. */
+static size_t resident_pages_of(const void *p, size_t bytes)
+{
+    unsigned char vec[1024];
+    size_t pages = bytes / page_size();
+    assert_true(pages <= sizeof(vec));
+    assert_int_equal(mincore((void *)(uintptr_t)p, bytes, vec), 0);
+    size_t n = 0;
+    for (size_t i = 0; i < pages; i++)
+        n += vec[i] & 1u;
+    return n;
+}
+
+/* Rounds of `count` large objects of `size` bytes, live together, each written at its first
+ * byte only or whole, then freed: more objects than StarMalloc keeps freed mappings (32), so
+ * that some are new each round. */
+static void large_rounds(size_t size, bool whole)
+{
+    enum { ROUNDS = 3, COUNT = 40 };
+    char *p[COUNT];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < COUNT; i++) {
+            p[i] = checked_malloc(size);
+            if (whole)
+                memset(p[i], 1, size);
+            else
+                p[i][0] = 1;
+        }
+        for (int i = 0; i < COUNT; i++)
+            ABI(free)(p[i]);
+    }
+}
+
+/* Large objects come with their small pages populated only while the program is seen to
+ * write the objects it frees nearly whole (mincore at free; one object in 32 is left lazy to
+ * keep learning): after objects used for one page each, a new one (once trim has dropped the
+ * pages that freed mappings keep without large quarantine) has none resident; after objects
+ * written whole, one of two new ones at least is resident whole before it is touched
+ * (populated, or without large quarantine a freed mapping that kept its pages). */
+static void large_pages_follow_what_the_program_writes(void **state)
+{
+    (void)state;
+    const size_t size = 1 * MiB; /* below 2 MiB: no transparent huge page */
+    const size_t pages = size / page_size();
+    large_rounds(size, false);
+    starmalloc_trim(0);
+    char *sparse = checked_malloc(size);
+    assert_int_equal((uintptr_t)sparse % page_size(), 0);
+    size_t resident = resident_pages_of(sparse, size);
+    if (resident > 0)
+        fail_msg("after objects used for one page, a new %zu-byte one has %zu of %zu pages "
+                 "resident",
+                 size, resident, pages);
+    ABI(free)(sparse);
+
+    large_rounds(size, true);
+    char *a = checked_malloc(size);
+    char *b = checked_malloc(size);
+    size_t resident_a = resident_pages_of(a, size), resident_b = resident_pages_of(b, size);
+    if (resident_a < pages && resident_b < pages)
+        fail_msg("after objects written whole, two new %zu-byte ones have %zu and %zu of %zu "
+                 "pages resident",
+                 size, resident_a, resident_b, pages);
+    ABI(free)(a);
+    ABI(free)(b);
+}
+
 static void *allocate_once(void *arg)
 {
     (void)arg;
@@ -1070,6 +1137,7 @@ int main(void)
         cmocka_unit_test(malloc_large_sizes),
         cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(trim_gives_back_freed_large_pages),
+        cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(freed_large_objects_in_locked_memory),
         cmocka_unit_test(emptied_slabs_go_back_after_decay),
         cmocka_unit_test(malloc_zero_distinct),

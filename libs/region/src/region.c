@@ -345,17 +345,30 @@ static size_t residency_run(const unsigned char *resident, size_t first, size_t 
     return end - first;
 }
 
+enum { RESIDENCY_WINDOW_PAGES = 512 }; /* mincore's answer for 2 MiB of 4 KiB pages */
+
+/* mincore for the first window of [at, end), at most RESIDENCY_WINDOW_PAGES pages, into
+ * resident: the window's length in bytes, or 0 where the kernel cannot tell. */
+static size_t residency_window(const char *at, const char *end, unsigned char *resident)
+{
+    const size_t page = sm_region_kernel_page_size();
+    size_t window = (size_t)(end - at) < RESIDENCY_WINDOW_PAGES * page
+                        ? (size_t)(end - at)
+                        : RESIDENCY_WINDOW_PAGES * page;
+    if (window % page != 0 || mincore((void *)at, window, resident) != 0)
+        return 0;
+    return window;
+}
+
 void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr, size_t bytes))
 {
-    enum { WINDOW_PAGES = 512 }; /* mincore's answer for 2 MiB of 4 KiB pages, on the stack */
-    unsigned char resident[WINDOW_PAGES];
+    unsigned char resident[RESIDENCY_WINDOW_PAGES];
     const size_t page = sm_region_kernel_page_size();
     char *at = addr;
     char *end = at + bytes;
     while (at < end) {
-        size_t window =
-            (size_t)(end - at) < WINDOW_PAGES * page ? (size_t)(end - at) : WINDOW_PAGES * page;
-        if (window % page != 0 || mincore(at, window, resident) != 0) {
+        size_t window = residency_window(at, end, resident);
+        if (window == 0) {
             zero_resident(at, (size_t)(end - at));
             return;
         }
@@ -369,6 +382,24 @@ void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr,
         }
         at += window;
     }
+}
+
+size_t sm_region_resident_bytes(const void *addr, size_t bytes)
+{
+    unsigned char resident[RESIDENCY_WINDOW_PAGES];
+    const size_t page = sm_region_kernel_page_size();
+    const char *at = addr;
+    const char *end = at + bytes;
+    size_t total = 0;
+    while (at < end) {
+        size_t window = residency_window(at, end, resident);
+        if (window == 0)
+            return SIZE_MAX;
+        for (size_t i = 0; i < window / page; i++)
+            total += (resident[i] & 1u) ? page : 0;
+        at += window;
+    }
+    return total;
 }
 
 void sm_region_populate(void *addr, size_t bytes)

@@ -37,15 +37,18 @@ static size_t rng_below(size_t bound)
 static struct sm_avl_entry make_entry(uintptr_t addr, size_t size)
 {
     /* Distinct values in every field, so that a mixed-up copy is noticed. */
-    struct sm_avl_entry e = {
-        .addr = addr, .size = size, .map_addr = addr - 4096, .map_size = size + 8192};
+    struct sm_avl_entry e = {.addr = addr,
+                             .size = size,
+                             .map_addr = addr - 4096,
+                             .map_size = size + 8192,
+                             .flags = (unsigned)(addr >> 12) ^ 0x5a5a5a5au};
     return e;
 }
 
 static bool entries_equal(const struct sm_avl_entry *a, const struct sm_avl_entry *b)
 {
     return a->addr == b->addr && a->size == b->size && a->map_addr == b->map_addr &&
-           a->map_size == b->map_size;
+           a->map_size == b->map_size && a->flags == b->flags;
 }
 
 static void *map_pool(size_t bytes)

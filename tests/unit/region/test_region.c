@@ -394,29 +394,52 @@ static void zero_and_count(void *addr, size_t bytes)
     bytes_zeroed_by_clear += bytes;
 }
 
-static void test_clear_zeroes_resident_pages_and_faults_in_no_other(void **state)
+/* Three of clear's mincore windows (512 pages each), committed, touched here and there: at
+ * the start, alone, on both sides of a window boundary, at the end. */
+enum { SPARSE_PAGES = 1100 };
+static const size_t sparse_touched[] = {0, 1, 2, 100, 510, 511, 512, 513, 1024, SPARSE_PAGES - 1};
+enum { SPARSE_TOUCHED = sizeof(sparse_touched) / sizeof(sparse_touched[0]) };
+
+static char *sparsely_touched_mapping(void)
 {
-    (void)state;
-    /* Three of clear's mincore windows (512 pages each), touched here and there: at the
-     * start, alone, on both sides of a window boundary, at the end. */
-    enum { PAGES = 1100 };
-    static const size_t touched[] = {0, 1, 2, 100, 510, 511, 512, 513, 1024, PAGES - 1};
-    enum { TOUCHED = sizeof(touched) / sizeof(touched[0]) };
-    size_t bytes = PAGES * PAGE;
+    size_t bytes = SPARSE_PAGES * PAGE;
     char *p = sm_region_reserve(bytes, PAGE);
     assert_non_null(p);
     assert_true(sm_region_commit(p, bytes));
     (void)madvise(p, bytes, MADV_NOHUGEPAGE); /* one touch = one page, whatever THP says */
-    for (size_t i = 0; i < TOUCHED; i++)
-        fill_pattern(p + touched[i] * PAGE, PAGE);
-    assert_int_equal(resident_pages(p, bytes), TOUCHED);
+    for (size_t i = 0; i < SPARSE_TOUCHED; i++)
+        fill_pattern(p + sparse_touched[i] * PAGE, PAGE);
+    assert_int_equal(resident_pages(p, bytes), SPARSE_TOUCHED);
+    return p;
+}
 
+static void test_clear_zeroes_resident_pages_and_faults_in_no_other(void **state)
+{
+    (void)state;
+    size_t bytes = SPARSE_PAGES * PAGE;
+    char *p = sparsely_touched_mapping();
     bytes_zeroed_by_clear = 0;
     sm_region_clear(p, bytes, zero_and_count);
-    assert_int_equal(bytes_zeroed_by_clear, TOUCHED * PAGE); /* the resident pages only */
-    assert_int_equal(resident_pages(p, bytes), TOUCHED);     /* nothing else faulted in */
+    assert_int_equal(bytes_zeroed_by_clear, SPARSE_TOUCHED * PAGE); /* the resident pages only */
+    assert_int_equal(resident_pages(p, bytes), SPARSE_TOUCHED);     /* nothing else faulted in */
     assert_true(all_bytes_equal(p, bytes, 0));
     assert_true(sm_region_unmap(p, bytes, bytes));
+}
+
+static void test_resident_bytes_counts_touched_pages(void **state)
+{
+    (void)state;
+    size_t bytes = SPARSE_PAGES * PAGE;
+    char *p = sparsely_touched_mapping();
+    assert_int_equal(sm_region_resident_bytes(p, bytes), SPARSE_TOUCHED * PAGE);
+    assert_int_equal(sm_region_resident_bytes(p + PAGE, 2 * PAGE), 2 * PAGE); /* pages 1, 2 */
+    assert_int_equal(sm_region_resident_bytes(p + 3 * PAGE, 97 * PAGE), 0);
+    /* Where mincore refuses (not on a page boundary, or not mapped): SIZE_MAX. */
+    assert_int_equal(sm_region_resident_bytes(p + 16, PAGE), SIZE_MAX);
+    sm_region_populate(p, bytes);
+    assert_int_equal(sm_region_resident_bytes(p, bytes), bytes);
+    assert_true(sm_region_unmap(p, bytes, bytes));
+    assert_int_equal(sm_region_resident_bytes(p, bytes), SIZE_MAX);
 }
 
 static void test_clear_zeroes_whole_what_mincore_refuses(void **state)
@@ -822,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_guard_untouched_many),
         cmocka_unit_test(test_clear_zeroes_resident_pages_and_faults_in_no_other),
         cmocka_unit_test(test_clear_zeroes_whole_what_mincore_refuses),
+        cmocka_unit_test(test_resident_bytes_counts_touched_pages),
         cmocka_unit_test(test_protect_none_keeps_content),
         cmocka_unit_test(test_guard_markers_match_the_kernel),
         cmocka_unit_test(test_guard_drops_content_and_access),

@@ -22,6 +22,7 @@ struct sm_avl_entry {
     size_t size;    /* usable bytes from addr */
     uintptr_t map_addr;
     size_t map_size;
+    unsigned flags; /* the user's: stored and returned with the entry, never read by the map */
 };
 
 struct sm_avl_node;

@@ -97,6 +97,11 @@ void sm_region_reuse_purged(size_t bytes);
  * cannot tell residency (mincore fails) or refuses a discard, zero_resident clears the rest. */
 void sm_region_clear(void *addr, size_t bytes, void (*zero_resident)(void *addr, size_t bytes));
 
+/* The bytes of the page-aligned range [addr, addr + bytes) whose pages are resident
+ * (mincore): what the process has touched and the kernel still backs. SIZE_MAX where the
+ * kernel cannot tell (mincore fails, e.g. for a range that is not mapped). No allocation. */
+size_t sm_region_resident_bytes(const void *addr, size_t bytes);
+
 /* Best effort: makes the kernel fault in the pages of the committed range [addr, addr +
  * bytes) now, writable (MADV_POPULATE_WRITE, Linux 5.14 and later), so that a range about to
  * be read and written takes one system call instead of up to two faults per page. Does

@@ -229,13 +229,10 @@ cpu="$(grep -m1 -E '^(model name|Hardware|cpu model)' /proc/cpuinfo 2>/dev/null 
 # shellcheck source=/dev/null
 os_name="$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
 versions="glibc $(version_of libc6)"
+declare -A baseline_label=([tcmalloc]="tcmalloc (gperftools)" [scudo]="scudo standalone, default options, LLVM")
 for a in "${allocators[@]}"; do
-  case "$a" in
-    jemalloc) versions+=", jemalloc $(version_of libjemalloc2)" ;;
-    tcmalloc) versions+=", tcmalloc (gperftools) $(version_of libtcmalloc-minimal4)" ;;
-    mimalloc) versions+=", mimalloc $(version_of libmimalloc2.0)" ;;
-    scudo) versions+=", scudo standalone (LLVM $(version_of libclang-rt-14-dev), default options)" ;;
-  esac
+  [[ -n "${baseline_pkg[$a]+set}" ]] || continue
+  versions+=", ${baseline_label[$a]:-$a} $(version_of "${baseline_pkg[$a]}")"
 done
 versions+=", StarMalloc presets ${presets//,/ } (sm-<preset>)"
 for v in "${variant_names[@]}"; do

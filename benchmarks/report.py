@@ -376,9 +376,10 @@ def markdown(meta, table, workloads, allocators, callgrind, charts, problems, fa
                 r = [x for x in callgrind if x["allocator"] == a and x["size"] == s]
                 v = r[0]["ir_per_pair"] if r else ""
                 row.append(v if v not in ("", "NaN") else "–")
-            if any(x["allocator"] == a for x in callgrind):
-                p(f"| {a} | " + " | ".join(row) + " |")
-            if "–" in row and any(x["allocator"] == a for x in callgrind):
+            if not any(x["allocator"] == a for x in callgrind):
+                continue
+            p(f"| {a} | " + " | ".join(row) + " |")
+            if "–" in row:
                 failed.append(a)
         p("")
         if failed:

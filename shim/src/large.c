@@ -44,10 +44,11 @@ struct held_object {
  * - With large quarantine (default, paranoid), a freed object must trap while it is held, so
  *   it is decommitted and its pages come back in one call when it is reused
  *   (sm_region_populate: about 4 us per page here, like keeping it PROT_NONE would cost, but
- *   the quarantine then holds no memory), as do a new object's, while the program writes the
- *   objects it frees nearly whole (populate_small_pages). On `large` (default, alternating runs)
- * this took 8.2 s and 90 MB of peak RSS; keeping 64 MiB of zeroed PROT_NONE pages 10.3 s and 147
- * MB. Only small pages are kept or populated: the part of an object on transparent huge pages
+ *   the quarantine then holds no memory), as do a new object's, while the program writes
+ *   the objects it frees nearly whole (populate_small_pages). On `large` (default,
+ *   alternating runs) this took 8.2 s and 90 MB of peak RSS; keeping 64 MiB of zeroed
+ *   PROT_NONE pages 10.3 s and 147 MB.
+ * Only small pages are kept or populated: the part of an object on transparent huge pages
  * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
  * for less than keeping or populating it costs. */
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };

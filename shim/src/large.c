@@ -430,16 +430,37 @@ static void note_written_share(const struct sm_avl_entry *entry)
     __atomic_store_n(&written_share, (share * 3 + sample) / 4, __ATOMIC_RELAXED);
 }
 
-/* An object of `usable` bytes at addr, fresh or decommitted, is handed out: its small pages
- * come back in one call rather than one fault each when the last freed objects were written
- * nearly whole (written_share) and it is small enough to have kept them, except for probes.
- * Returns the entry's flags: ENTRY_POPULATED when it populated them. */
+/* Whether the next large object should be made ready to be written whole: the last freed
+ * objects were written nearly whole (written_share), and it is not a probe. */
+static bool expect_written_whole(void)
+{
+    return __atomic_load_n(&written_share, __ATOMIC_RELAXED) >= WRITTEN_TO_POPULATE &&
+           __atomic_fetch_add(&populate_decisions, 1, __ATOMIC_RELAXED) % PROBE_EVERY != 0;
+}
+
+/* The usable size of an object of `usable` bytes (a multiple of the page) that the program
+ * is expected to write whole: rounded up to whole huge pages when that adds at most a quarter
+ * of the rounded size (objects of 1.5 MiB and more; at most a third more memory), so that its
+ * last, partial 2 MiB faults in as one huge page instead of up to 511 small pages; else
+ * `usable`. The guard after the object follows the rounded size, as malloc_usable_size does. */
+static size_t huge_page_round(size_t usable)
+{
+    const size_t huge = SM_REGION_HUGE_PAGE_SIZE;
+    if (!SM_LARGE_HUGE_PAGES || KEEP_DIRTY || usable > SIZE_MAX - huge ||
+        !sm_region_huge_pages_enabled())
+        return usable;
+    size_t rounded = (usable + huge - 1) & ~(huge - 1);
+    return rounded - usable <= rounded / 4 ? rounded : usable;
+}
+
+/* An object of `usable` bytes at addr, fresh or decommitted, that the program is expected to
+ * write whole (expect_written_whole) is handed out: its small pages come back in one call
+ * rather than one fault each, when it is small enough to have kept them. Returns the entry's
+ * flags: ENTRY_POPULATED when it populated them. */
 static unsigned populate_small_pages(uintptr_t addr, size_t usable)
 {
     size_t small = usable - huge_bytes(addr, usable);
-    if (small == 0 || small > COMMITTED_OBJECT_BYTES_MAX ||
-        __atomic_load_n(&written_share, __ATOMIC_RELAXED) < WRITTEN_TO_POPULATE ||
-        __atomic_fetch_add(&populate_decisions, 1, __ATOMIC_RELAXED) % PROBE_EVERY == 0)
+    if (small == 0 || small > COMMITTED_OBJECT_BYTES_MAX)
         return 0;
     sm_region_populate((void *)(addr + usable - small), small);
     return ENTRY_POPULATED;
@@ -449,7 +470,7 @@ static unsigned populate_small_pages(uintptr_t addr, size_t usable)
  * decommitted one gets its first `usable` bytes committed and populated (the rest of its old
  * object stays PROT_NONE, part of the guard) and is zero; one that kept its pages is reused
  * whole: zero (its huge pages fault in again), or (dirty) content and all. */
-static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed)
+static bool reuse_mapping(size_t usable, bool whole, struct sm_avl_entry *entry, int *zeroed)
 {
     sm_lock_acquire(&large.lock);
     unsigned best = RETAINED_ENTRIES;
@@ -484,7 +505,7 @@ static bool reuse_mapping(size_t usable, struct sm_avl_entry *entry, int *zeroed
     }
     advise_object(object.addr, usable); /* the decommit dropped the advice */
     *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size,
-                                   populate_small_pages(object.addr, usable)};
+                                   whole ? populate_small_pages(object.addr, usable) : 0};
     sm_arena_note_new_memory(usable);
     return true;
 }
@@ -497,16 +518,18 @@ void *sm_large_alloc(size_t size, size_t align, int *zeroed)
         return NULL;
     struct sm_avl_entry entry;
     *zeroed = 1; /* fresh mappings are zero */
-    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(page_round(size), &entry, zeroed);
-    if (!reused && !map_object(page_round(size), align, &entry)) {
+    bool whole = expect_written_whole();
+    size_t usable = whole ? huge_page_round(page_round(size)) : page_round(size);
+    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(usable, whole, &entry, zeroed);
+    if (!reused && !map_object(usable, align, &entry)) {
         /* Quarantined and kept mappings hold address space that a limit may be short of. */
         shrink_quarantine(0, 0, false);
         release_retained();
-        if (!map_object(page_round(size), align, &entry))
+        if (!map_object(usable, align, &entry))
             return NULL;
     }
     if (!reused) {
-        entry.flags = populate_small_pages(entry.addr, entry.size);
+        entry.flags = whole ? populate_small_pages(entry.addr, entry.size) : 0;
         sm_arena_note_new_memory(entry.size);
     }
     if (!record_insert(&entry)) {

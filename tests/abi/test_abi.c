@@ -183,7 +183,8 @@ static void large_objects_ask_for_huge_pages(void **state)
 static void trim_gives_back_freed_large_pages(void **state)
 {
     (void)state;
-    const size_t huge_part = 4 * MiB, small_part = 1 * MiB, size = huge_part + small_part;
+    /* Not rounded up to whole huge pages (that would add more than a quarter of 4 MiB). */
+    const size_t huge_part = 2 * MiB, small_part = 768 * KiB, size = huge_part + small_part;
     bool huge_back = SM_LARGE_HUGE_PAGES && SM_ZERO_ON_FREE && thp_usable();
     size_t back_at_free = SM_LARGE_QUARANTINE ? size : huge_back ? huge_part : 0;
     starmalloc_trim(0); /* earlier tests' freed objects out of the budget */
@@ -272,6 +273,45 @@ static void large_pages_follow_what_the_program_writes(void **state)
                  size, resident_a, resident_b, pages);
     ABI(free)(a);
     ABI(free)(b);
+}
+
+/* With transparent huge pages (STARMALLOC_LARGE_HUGE_PAGES, and usable here), a large object
+ * that the program is expected to write whole (the objects it freed were, and it is not one
+ * of the lazy probes, one in 32) is rounded up to whole 2 MiB pages when that adds at most a
+ * quarter of the rounded size: its last 2 MiB then fault in as one huge page. Not in preset
+ * none (no huge pages; freed objects keep their pages dirty). malloc_usable_size says so.
+ * After objects written whole: of two new 3.5 MiB objects, one at least has 4 MiB; a
+ * 2.5 MiB one keeps its size (4 MiB would add 1.5 MiB). After objects used for one page, a
+ * 3.5 MiB one keeps its size. */
+static void large_objects_written_whole_fill_their_huge_pages(void **state)
+{
+    (void)state;
+    bool rounds = SM_LARGE_HUGE_PAGES && (SM_ZERO_ON_FREE || SM_LARGE_QUARANTINE) && thp_usable();
+    const size_t size = 3 * MiB + MiB / 2, rounded = 4 * MiB, unrounded = 2 * MiB + MiB / 2;
+    starmalloc_trim(0); /* no freed mapping to reuse whole, whatever its size */
+    large_rounds(MiB, true);
+    char *a = checked_malloc(size);
+    char *b = checked_malloc(size);
+    char *c = checked_malloc(unrounded);
+    size_t usable_a = ABI(malloc_usable_size)(a), usable_b = ABI(malloc_usable_size)(b);
+    bool a_ok = usable_a == size || (rounds && usable_a == rounded);
+    bool b_ok = usable_b == size || (rounds && usable_b == rounded);
+    if (!a_ok || !b_ok || (rounds && usable_a != rounded && usable_b != rounded))
+        fail_msg("after objects written whole, two new %zu-byte objects have %zu and %zu usable "
+                 "bytes (rounded up to huge pages: %s)",
+                 size, usable_a, usable_b, rounds ? "expected" : "not expected");
+    assert_int_equal(ABI(malloc_usable_size)(c), unrounded);
+    memset(a, 1, usable_a); /* all of it is the object's */
+    memset(b, 1, usable_b);
+    ABI(free)(a);
+    ABI(free)(b);
+    ABI(free)(c);
+
+    large_rounds(MiB, false);
+    starmalloc_trim(0);
+    char *d = checked_malloc(size);
+    assert_int_equal(ABI(malloc_usable_size)(d), size);
+    ABI(free)(d);
 }
 
 static void *allocate_once(void *arg)
@@ -1138,6 +1178,7 @@ int main(void)
         cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(trim_gives_back_freed_large_pages),
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
+        cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
         cmocka_unit_test(freed_large_objects_in_locked_memory),
         cmocka_unit_test(emptied_slabs_go_back_after_decay),
         cmocka_unit_test(malloc_zero_distinct),

@@ -416,18 +416,19 @@ void sm_region_advise_huge(void *addr, size_t bytes)
         (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
 }
 
-/* Whether the THP mode file says `[never]`; false when it cannot be read (a kernel without
- * THP refuses the advice, which costs nothing more). */
-static bool thp_mode_is_never(void)
+/* Whether the THP mode file exists (the kernel has THP) and does not say `[never]`. */
+static bool thp_mode_allows_huge_pages(void)
 {
     static const char never[] = "[never]";
     const size_t never_length = sizeof never - 1;
     char text[64];
     ssize_t n = read_kernel_file("/sys/kernel/mm/transparent_hugepage/enabled", text, sizeof text);
+    if (n <= 0)
+        return false;
     for (ssize_t i = 0; i + (ssize_t)never_length <= n; i++)
         if (memcmp(text + i, never, never_length) == 0)
-            return true;
-    return false;
+            return false;
+    return true;
 }
 
 enum { HUGE_UNKNOWN = 0, HUGE_ENABLED, HUGE_DISABLED };
@@ -437,7 +438,7 @@ bool sm_region_huge_pages_enabled(void)
 {
     int state = atomic_load_explicit(&huge_state, memory_order_relaxed);
     if (state == HUGE_UNKNOWN) {
-        bool off = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 || thp_mode_is_never();
+        bool off = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 || !thp_mode_allows_huge_pages();
         state = off ? HUGE_DISABLED : HUGE_ENABLED;
         atomic_store_explicit(&huge_state, state, memory_order_relaxed);
     }

@@ -286,7 +286,8 @@ static void large_pages_follow_what_the_program_writes(void **state)
 static void large_objects_written_whole_fill_their_huge_pages(void **state)
 {
     (void)state;
-    bool rounds = SM_LARGE_HUGE_PAGES && (SM_ZERO_ON_FREE || SM_LARGE_QUARANTINE) && thp_usable();
+    bool rounds =
+        SM_LARGE_HUGE_PAGES && (SM_ZERO_ON_FREE || SM_LARGE_QUARANTINE != 0) && thp_usable();
     const size_t size = 3 * MiB + MiB / 2, rounded = 4 * MiB, unrounded = 2 * MiB + MiB / 2;
     starmalloc_trim(0); /* no freed mapping to reuse whole, whatever its size */
     large_rounds(MiB, true);

@@ -315,6 +315,57 @@ static void large_objects_written_whole_fill_their_huge_pages(void **state)
     ABI(free)(d);
 }
 
+/* A large object grown by realloc twice: the first growth, to twice its size, moves it (more
+ * than its guard after it can hold) with as much room again after it, the second grows it in
+ * place. Returns its usable size before and after the second growth, and whether the pages
+ * that growth added were resident before anything touched them. */
+static bool large_growth_in_place(size_t size, size_t *before, size_t *after)
+{
+    char *p = checked_malloc(size);
+    memset(p, 1, size);
+    p = ABI(realloc)(p, 2 * size);
+    assert_non_null(p);
+    *before = ABI(malloc_usable_size)(p);
+    p = ABI(realloc)(p, *before + 1);
+    assert_non_null(p);
+    *after = ABI(malloc_usable_size)(p);
+    assert_true(*after > *before);
+    size_t added = *after - *before;
+    bool resident = resident_pages_of(p + *before, added) == added / page_size();
+    ABI(free)(p);
+    return resident;
+}
+
+/* realloc growing a large object in place: while the program writes its large objects whole,
+ * with the new pages populated, and with large quarantine by an eighth of the object at least
+ * (one of two growths at least: one decision in 32 is a lazy probe); otherwise by the pages
+ * asked for, which fault in as the program touches them. */
+static void large_growth_follows_what_the_program_writes(void **state)
+{
+    (void)state;
+    const size_t size = 256 * KiB;
+    size_t before = 0, after = 0;
+    large_rounds(MiB, true);
+    bool ahead = false;
+    for (int i = 0; i < 2 && !ahead; i++) {
+        bool resident = large_growth_in_place(size, &before, &after);
+        ahead = resident && (SM_LARGE_QUARANTINE != 0 ? after >= before + before / 8
+                                                      : after == before + page_size());
+    }
+    if (!ahead)
+        fail_msg("after objects written whole, a %zu-byte large object grew in place to %zu "
+                 "bytes (%s populated expected)",
+                 before, after, SM_LARGE_QUARANTINE != 0 ? "an eighth more" : "one page");
+
+    large_rounds(MiB, false);
+    starmalloc_trim(0);
+    bool resident = large_growth_in_place(size, &before, &after);
+    if (after != before + page_size() || resident)
+        fail_msg("after objects used for one page, a %zu-byte large object grew in place to %zu "
+                 "bytes, %s (one lazy page expected)",
+                 before, after, resident ? "resident" : "not resident");
+}
+
 static void *allocate_once(void *arg)
 {
     (void)arg;
@@ -1180,6 +1231,7 @@ int main(void)
         cmocka_unit_test(trim_gives_back_freed_large_pages),
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
+        cmocka_unit_test(large_growth_follows_what_the_program_writes),
         cmocka_unit_test(freed_large_objects_in_locked_memory),
         cmocka_unit_test(emptied_slabs_go_back_after_decay),
         cmocka_unit_test(malloc_zero_distinct),

@@ -408,7 +408,7 @@ enum {
     WRITTEN_ONE = 256,
     WRITTEN_TO_POPULATE = WRITTEN_ONE * 3 / 4,
     PROBE_EVERY = 32,
-    ENTRY_POPULATED = 1u, /* sm_avl_entry.flags: StarMalloc populated its small pages */
+    ENTRY_POPULATED = 1u, /* sm_avl_entry.flags: StarMalloc populated pages of it */
 };
 static unsigned written_share;
 static unsigned populate_decisions;
@@ -663,6 +663,7 @@ static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable
     size_t more = usable - old->size;
     if (!sm_region_commit(end, more))
         return false;
+    advise_object(old->addr, usable); /* first: the new pages may then be huge ones */
     if (whole)
         sm_region_populate(end, more);
     sm_lock_acquire(&large.lock);
@@ -672,7 +673,6 @@ static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable
         entry->flags |= whole ? ENTRY_POPULATED : 0;
     }
     sm_lock_release(&large.lock);
-    advise_object(old->addr, usable);
     sm_arena_note_new_memory(more);
     return true;
 }

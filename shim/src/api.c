@@ -74,6 +74,19 @@ void *starmalloc_calloc(size_t count, size_t size)
     return alloc_or_enomem(total, SM_MIN_ALIGN, true);
 }
 
+/* The new block of a realloc that cannot resize in place: a large one with room to grow
+ * into (a buffer that outgrew the small classes, or a large one the kernel would not move). */
+static void *alloc_for_realloc(size_t size)
+{
+    if (size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES)
+        return starmalloc_malloc(size);
+    int zeroed;
+    void *q = sm_large_alloc_growing(size, &zeroed);
+    if (!q)
+        errno = ENOMEM;
+    return q;
+}
+
 void *starmalloc_realloc(void *p, size_t size)
 {
     if (!p)
@@ -94,7 +107,7 @@ void *starmalloc_realloc(void *p, size_t size)
         if (moved)
             return moved;
     }
-    void *q = starmalloc_malloc(size);
+    void *q = alloc_for_realloc(size);
     if (!q)
         return NULL;
     memcpy(q, p, old_size < size ? old_size : size);

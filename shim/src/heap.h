@@ -31,6 +31,11 @@ bool sm_heap_resize_in_place(void *p, size_t usable, size_t size);
 bool sm_large_init(void);
 /* *zeroed = 1 when the object's bytes are known to be zero (a fresh or decommitted mapping). */
 void *sm_large_alloc(size_t size, size_t align, int *zeroed);
+/* sm_large_alloc (page alignment) for a block that realloc is growing: a new mapping gets as
+ * much room again after the object, inaccessible address space that later growths take in
+ * place (sm_large_grow), as a moved object does; a kept mapping is reused only when it kept
+ * its pages. */
+void *sm_large_alloc_growing(size_t size, int *zeroed);
 /* Unmaps the freed mappings kept for reuse and decommits the pages of quarantined objects;
  * returns the bytes of memory that gave back. */
 size_t sm_large_trim(void);

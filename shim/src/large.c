@@ -234,15 +234,21 @@ static bool map_plain(size_t usable, size_t align, struct sm_avl_entry *entry)
     return true;
 }
 
-/* Maps an object with the configured guards. When the kernel refuses the guarded layout
- * (vm.max_map_count: guards split mappings) but maps it without guards, the object goes
- * unguarded, which is counted and reported once. */
-static bool map_object_unadvised(size_t usable, size_t align, struct sm_avl_entry *entry)
+/* Maps an object with the configured guards and, after the guard, `room` bytes of
+ * inaccessible address space to grow into (grow_in_place), which are left out when the
+ * kernel refuses them. When the kernel refuses the guarded layout (vm.max_map_count: guards
+ * split mappings) but maps it without guards, the object goes unguarded, which is counted and
+ * reported once. */
+static bool map_object_unadvised(size_t usable, size_t align, size_t room,
+                                 struct sm_avl_entry *entry)
 {
-    if (!SM_LARGE_GUARDS)
+    if (!SM_LARGE_GUARDS && room == 0)
         return map_plain(usable, align, entry);
     size_t before = guard_bytes();
     size_t after = guard_bytes();
+    if (room != 0 && after <= SIZE_MAX - room &&
+        map_guarded(usable, align, before, after + room, entry))
+        return true;
     if (map_guarded(usable, align, before, after, entry))
         return true;
     if (!map_plain(usable, align, entry))
@@ -252,11 +258,11 @@ static bool map_object_unadvised(size_t usable, size_t align, struct sm_avl_entr
     return true;
 }
 
-/* Maps an object (map_object_unadvised), huge-page aligned and advised when it is large
- * enough (object_align). */
-static bool map_object(size_t usable, size_t align, struct sm_avl_entry *entry)
+/* Maps an object with `room` to grow into (map_object_unadvised), huge-page aligned and
+ * advised when it is large enough (object_align). */
+static bool map_object(size_t usable, size_t align, size_t room, struct sm_avl_entry *entry)
 {
-    if (!map_object_unadvised(usable, object_align(usable, align), entry))
+    if (!map_object_unadvised(usable, object_align(usable, align), room, entry))
         return false;
     advise_object(entry->addr, usable);
     return true;
@@ -469,14 +475,17 @@ static unsigned populate_small_pages(uintptr_t addr, size_t usable)
 /* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
  * decommitted one gets its first `usable` bytes committed and populated (the rest of its old
  * object stays PROT_NONE, part of the guard) and is zero; one that kept its pages is reused
- * whole: zero (its huge pages fault in again), or (dirty) content and all. */
-static bool reuse_mapping(size_t usable, bool whole, struct sm_avl_entry *entry, int *zeroed)
+ * whole: zero (its huge pages fault in again), or (dirty) content and all. For an object
+ * that is `growing` only one that kept its pages will do: a decommitted one would save
+ * nothing over a new mapping with room, and would have to move at a later growth. */
+static bool reuse_mapping(size_t usable, bool whole, bool growing, struct sm_avl_entry *entry,
+                          int *zeroed)
 {
     sm_lock_acquire(&large.lock);
     unsigned best = RETAINED_ENTRIES;
     for (unsigned i = 0; i < large.retained_count; i++) {
         const struct held_object *o = &large.retained[i];
-        if (o->size < usable || o->size / 2 > usable)
+        if (o->size < usable || o->size / 2 > usable || (growing && !o->committed))
             continue;
         if (best == RETAINED_ENTRIES || better_fit(o, &large.retained[best]))
             best = i;
@@ -510,7 +519,8 @@ static bool reuse_mapping(size_t usable, bool whole, struct sm_avl_entry *entry,
     return true;
 }
 
-void *sm_large_alloc(size_t size, size_t align, int *zeroed)
+/* sm_large_alloc, and sm_large_alloc_growing when `growing`. */
+static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
 {
     if (size == 0)
         size = 1;
@@ -520,12 +530,13 @@ void *sm_large_alloc(size_t size, size_t align, int *zeroed)
     *zeroed = 1; /* fresh mappings are zero */
     bool whole = expect_written_whole();
     size_t usable = whole ? huge_page_round(page_round(size)) : page_round(size);
-    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(usable, whole, &entry, zeroed);
-    if (!reused && !map_object(usable, align, &entry)) {
+    size_t room = growing ? usable : 0; /* as much again, as grow_by_moving gives */
+    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(usable, whole, growing, &entry, zeroed);
+    if (!reused && !map_object(usable, align, room, &entry)) {
         /* Quarantined and kept mappings hold address space that a limit may be short of. */
         shrink_quarantine(0, 0, false);
         release_retained();
-        if (!map_object(usable, align, &entry))
+        if (!map_object(usable, align, 0, &entry))
             return NULL;
     }
     if (!reused) {
@@ -537,6 +548,16 @@ void *sm_large_alloc(size_t size, size_t align, int *zeroed)
         return NULL;
     }
     return (void *)entry.addr;
+}
+
+void *sm_large_alloc(size_t size, size_t align, int *zeroed)
+{
+    return large_alloc(size, align, false, zeroed);
+}
+
+void *sm_large_alloc_growing(size_t size, int *zeroed)
+{
+    return large_alloc(size, SM_PAGE_SIZE, true, zeroed);
 }
 
 /* Whether addr is a large object freed recently: held in quarantine or among the last frees. */

@@ -366,6 +366,28 @@ static void large_growth_follows_what_the_program_writes(void **state)
                  before, after, resident ? "resident" : "not resident");
 }
 
+/* A buffer that realloc grows out of the small classes becomes a large object with room after
+ * it (inaccessible address space), so that its next growth stays in place instead of moving it:
+ * for a buffer grown by appends, one mprotect per growth rather than a move (mmap, mremap and the
+ * unmapping of the old guards). */
+static void realloc_out_of_small_classes_leaves_room(void **state)
+{
+    (void)state;
+    const size_t small = 64 * KiB, large = 192 * KiB, larger = 256 * KiB;
+    starmalloc_trim(0); /* no kept mapping that the buffer could take whole, without room */
+    char *p = checked_malloc(small);
+    fill(p, small, 11);
+    char *grown = ABI(realloc)(p, large);
+    assert_non_null(grown);
+    char *again = ABI(realloc)(grown, larger);
+    assert_non_null(again);
+    if (again != grown)
+        fail_msg("a buffer grown by realloc from %zu to %zu bytes moved at its growth to %zu",
+                 small, large, larger);
+    assert_int_equal(check_fill(again, small, 11), small);
+    ABI(free)(again);
+}
+
 static void *allocate_once(void *arg)
 {
     (void)arg;
@@ -1232,6 +1254,7 @@ int main(void)
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
         cmocka_unit_test(large_growth_follows_what_the_program_writes),
+        cmocka_unit_test(realloc_out_of_small_classes_leaves_room),
         cmocka_unit_test(freed_large_objects_in_locked_memory),
         cmocka_unit_test(emptied_slabs_go_back_after_decay),
         cmocka_unit_test(malloc_zero_distinct),

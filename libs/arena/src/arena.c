@@ -765,7 +765,8 @@ void sm_arena_free(void *p)
     sm_arena_settle_retained();
 }
 
-enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
+/* sm_arena_slot_status for a p whose allocated byte is not 1: the full diagnosis. */
+static enum sm_slot_status slot_status_slow(const void *p, size_t *usable)
 {
     struct sm_slot_ref ref;
     if (sm_arena_locate(p, &ref) != SM_LOCATE_OK)
@@ -782,6 +783,23 @@ enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
     if (status == SM_SLOT_IN_USE)
         *usable = ref.slot_size - SM_CANARY_BYTES;
     return status;
+}
+
+/* The common case first, found as free finds it (sm_arena_allocated_lookup): only the
+ * allocated byte of a slot in use is 1, so the slab's state need not be read, nor, without
+ * canaries, the slab's metadata at all. */
+enum sm_slot_status sm_arena_slot_status(const void *p, size_t *usable)
+{
+    struct sm_class_state *owner;
+    size_t index;
+    if (!sm_arena_allocated_lookup(p, &owner, &index) ||
+        __atomic_load_n(owner->allocated_bytes + index, __ATOMIC_RELAXED) != 1)
+        return slot_status_slow(p, usable);
+    uint64_t secret = SM_CANARIES ? sm_arena_slab_of(owner, p)->secret : 0;
+    if (!sm_harden_canary_intact(p, owner->info.slot_size, secret))
+        return SM_SLOT_CANARY_CORRUPTED;
+    *usable = owner->info.slot_size - SM_CANARY_BYTES;
+    return SM_SLOT_IN_USE;
 }
 
 /* ---- fork, trim, statistics -------------------------------------------------------- */

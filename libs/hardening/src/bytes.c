@@ -2,8 +2,8 @@
  * about to be reused is still zero. They run on every free and every allocation of the
  * default preset, so they use the widest vectors the CPU has: 32-byte AVX2 when the
  * start-up check finds it and the slot has 128 bytes or more, else 16-byte vectors (SSE2 on
- * x86-64, NEON on arm64, scalar code elsewhere). Slot addresses and sizes are multiples of
- * 16. */
+ * x86-64, NEON on arm64, scalar code elsewhere), without a loop up to 64 bytes. Slot
+ * addresses and sizes are multiples of 16. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +47,33 @@ static void zero16(char *p, size_t bytes)
         __asm__("" : "+r"(p));
         *(vec16 *)(void *)(p + i) = zero;
     }
+}
+
+/* Slots of 16 to 64 bytes, the most frequent, in four 16-byte accesses at offsets 0, 16, 32
+ * and 48 clamped to the last 16 bytes (so that they overlap in smaller slots): no loop, and
+ * no branch that depends on the size, which varies from one call to the next. */
+static size_t clamped_offset(size_t bytes, size_t offset)
+{
+    return offset < bytes - 16 ? offset : bytes - 16;
+}
+
+static bool any_nonzero_up_to_64(const char *p, size_t bytes)
+{
+    vec16 a = *(const vec16 *)(const void *)p |
+              *(const vec16 *)(const void *)(p + clamped_offset(bytes, 16));
+    vec16 b = *(const vec16 *)(const void *)(p + clamped_offset(bytes, 32)) |
+              *(const vec16 *)(const void *)(p + bytes - 16);
+    a |= b;
+    return (a[0] | a[1]) != 0;
+}
+
+static void zero_up_to_64(char *p, size_t bytes)
+{
+    const vec16 zero = {0, 0};
+    *(vec16 *)(void *)p = zero;
+    *(vec16 *)(void *)(p + clamped_offset(bytes, 16)) = zero;
+    *(vec16 *)(void *)(p + clamped_offset(bytes, 32)) = zero;
+    *(vec16 *)(void *)(p + bytes - 16) = zero;
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -146,9 +173,11 @@ static void zero_avx2(char *p, size_t bytes)
 }
 #endif
 
-/* The size test first: small slots, the most frequent, do not read use_avx2. */
+/* The size tests first: small slots, the most frequent, do not read use_avx2. */
 bool sm_bytes_any_nonzero(const void *p, size_t bytes)
 {
+    if (bytes <= 64)
+        return any_nonzero_up_to_64(p, bytes);
     if (bytes >= AVX2_MIN_BYTES && use_avx2)
         return any_nonzero_avx2(p, bytes);
     return any_nonzero16(p, bytes);
@@ -156,6 +185,10 @@ bool sm_bytes_any_nonzero(const void *p, size_t bytes)
 
 void sm_bytes_zero(void *p, size_t bytes)
 {
+    if (bytes <= 64) {
+        zero_up_to_64(p, bytes);
+        return;
+    }
     if (bytes >= AVX2_MIN_BYTES && use_avx2) {
         zero_avx2(p, bytes);
         return;

@@ -1,7 +1,8 @@
 /* Unit tests for the vectorised byte loops of the slot policies (libs/hardening/src/bytes.c).
  * Each test runs twice: with the 16-byte loops (before sm_bytes_init) and with the loops
- * sm_bytes_init picks for this CPU (AVX2 on most x86-64 machines). Every slot size the
- * configuration allows up to 4 KiB is checked, with every byte position. */
+ * sm_bytes_init picks for this CPU (AVX2 on most x86-64 machines); slots of up to 64 bytes
+ * take the loop-free accesses in both. Every slot size the configuration allows up to 4 KiB is
+ * checked, with every byte position. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -242,13 +242,13 @@ static bool map_plain(size_t usable, size_t align, struct sm_avl_entry *entry)
 static bool map_object_unadvised(size_t usable, size_t align, size_t room,
                                  struct sm_avl_entry *entry)
 {
-    if (!SM_LARGE_GUARDS && room == 0)
-        return map_plain(usable, align, entry);
     size_t before = guard_bytes();
-    size_t after = guard_bytes();
+    size_t after = guard_bytes(); /* both 0 without guards */
     if (room != 0 && after <= SIZE_MAX - room &&
         map_guarded(usable, align, before, after + room, entry))
         return true;
+    if (!SM_LARGE_GUARDS)
+        return map_plain(usable, align, entry);
     if (map_guarded(usable, align, before, after, entry))
         return true;
     if (!map_plain(usable, align, entry))

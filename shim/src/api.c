@@ -74,11 +74,12 @@ void *starmalloc_calloc(size_t count, size_t size)
     return alloc_or_enomem(total, SM_MIN_ALIGN, true);
 }
 
-/* The new block of a realloc that cannot resize in place: a large one with room to grow
- * into (a buffer that outgrew the small classes, or a large one the kernel would not move). */
-static void *alloc_for_realloc(size_t size)
+/* The new block of a realloc that cannot resize in place; a large one that grows from
+ * old_size gets room to grow into (a buffer that outgrew the small classes, or a large one
+ * the kernel would not move). */
+static void *alloc_for_realloc(size_t size, size_t old_size)
 {
-    if (size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES)
+    if (size <= SM_MAX_SMALL_SIZE - SM_CANARY_BYTES || size <= old_size)
         return starmalloc_malloc(size);
     int zeroed;
     void *q = sm_large_alloc_growing(size, &zeroed);
@@ -107,7 +108,7 @@ void *starmalloc_realloc(void *p, size_t size)
         if (moved)
             return moved;
     }
-    void *q = alloc_for_realloc(size);
+    void *q = alloc_for_realloc(size, old_size);
     if (!q)
         return NULL;
     memcpy(q, p, old_size < size ? old_size : size);

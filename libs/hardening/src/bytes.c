@@ -173,24 +173,27 @@ static void zero_avx2(char *p, size_t bytes)
 }
 #endif
 
-/* The size tests first: small slots, the most frequent, do not read use_avx2. */
+/* The AVX2 test first, its size test first: small slots, the most frequent, do not read
+ * use_avx2, and slots of 128 bytes and more pay no other test. (Callgrind, per malloc+free
+ * pair: against the 64-byte test first, 5 to 14 instructions fewer from 80-byte slots on,
+ * 5 more up to 64 bytes.) */
 bool sm_bytes_any_nonzero(const void *p, size_t bytes)
 {
-    if (bytes <= 64)
-        return any_nonzero_up_to_64(p, bytes);
     if (bytes >= AVX2_MIN_BYTES && use_avx2)
         return any_nonzero_avx2(p, bytes);
+    if (bytes <= 64)
+        return any_nonzero_up_to_64(p, bytes);
     return any_nonzero16(p, bytes);
 }
 
 void sm_bytes_zero(void *p, size_t bytes)
 {
-    if (bytes <= 64) {
-        zero_up_to_64(p, bytes);
-        return;
-    }
     if (bytes >= AVX2_MIN_BYTES && use_avx2) {
         zero_avx2(p, bytes);
+        return;
+    }
+    if (bytes <= 64) {
+        zero_up_to_64(p, bytes);
         return;
     }
     zero16(p, bytes);

@@ -234,6 +234,13 @@ static bool map_plain(size_t usable, size_t align, struct sm_avl_entry *entry)
     return true;
 }
 
+/* The room an object that grows gets after its guard (grow_in_place): as much again,
+ * inaccessible address space only; none for a size whose double does not fit a size_t. */
+static size_t growth_room(size_t usable)
+{
+    return usable <= SIZE_MAX / 4 ? usable : 0;
+}
+
 /* Maps an object with the configured guards and, after the guard, `room` bytes of
  * inaccessible address space to grow into (grow_in_place), which are left out when the
  * kernel refuses them. When the kernel refuses the guarded layout (vm.max_map_count: guards
@@ -244,8 +251,7 @@ static bool map_object_unadvised(size_t usable, size_t align, size_t room,
 {
     size_t before = guard_bytes();
     size_t after = guard_bytes(); /* both 0 without guards */
-    if (room != 0 && after <= SIZE_MAX - room &&
-        map_guarded(usable, align, before, after + room, entry))
+    if (room != 0 && map_guarded(usable, align, before, after + room, entry))
         return true;
     if (!SM_LARGE_GUARDS)
         return map_plain(usable, align, entry);
@@ -530,7 +536,7 @@ static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
     *zeroed = 1; /* fresh mappings are zero */
     bool whole = expect_written_whole();
     size_t usable = whole ? huge_page_round(page_round(size)) : page_round(size);
-    size_t room = growing ? usable : 0; /* as much again, as grow_by_moving gives */
+    size_t room = growing ? growth_room(usable) : 0;
     bool reused = align <= SM_PAGE_SIZE && reuse_mapping(usable, whole, growing, &entry, zeroed);
     if (!reused && !map_object(usable, align, room, &entry)) {
         /* Quarantined and kept mappings hold address space that a limit may be short of. */
@@ -705,7 +711,7 @@ static void *grow_by_moving(const struct sm_avl_entry *old, size_t usable)
 {
     size_t align = object_align(usable, SM_PAGE_SIZE);
     size_t before = guard_bytes(), after = guard_bytes();
-    size_t room = usable <= SIZE_MAX / 4 ? usable : 0;
+    size_t room = growth_room(usable);
     struct sm_avl_entry moved;
     if (!reserve_guarded(usable, align, before, after + room, &moved)) {
         room = 0;

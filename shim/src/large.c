@@ -465,16 +465,20 @@ static size_t huge_page_round(size_t usable)
     return rounded - usable <= rounded / 4 ? rounded : usable;
 }
 
-/* An object of `usable` bytes at addr, fresh or decommitted, that the program is expected to
- * write whole (expect_written_whole) is handed out: its small pages come back in one call
- * rather than one fault each, when it is small enough to have kept them. Returns the entry's
- * flags: ENTRY_POPULATED when it populated them. */
-static unsigned populate_small_pages(uintptr_t addr, size_t usable)
+/* An object of `usable` bytes at addr, fresh or decommitted, or grown in place from `from`
+ * bytes, that the program is expected to write whole (expect_written_whole) is handed out: its
+ * small pages past `from` come back in one call rather than one fault each, when the object is
+ * small enough to have kept them (a growth to 1 GiB populates nothing, whatever the program
+ * wrote before). Returns the entry's flags: ENTRY_POPULATED when it populated pages. */
+static unsigned populate_small_pages(uintptr_t addr, size_t usable, size_t from)
 {
     size_t small = usable - huge_bytes(addr, usable);
     if (small == 0 || small > COMMITTED_OBJECT_BYTES_MAX)
         return 0;
-    sm_region_populate((void *)(addr + usable - small), small);
+    size_t start = usable - small > from ? usable - small : from;
+    if (start >= usable)
+        return 0;
+    sm_region_populate((void *)(addr + start), usable - start);
     return ENTRY_POPULATED;
 }
 
@@ -520,7 +524,7 @@ static bool reuse_mapping(size_t usable, bool whole, bool growing, struct sm_avl
     }
     advise_object(object.addr, usable); /* the decommit dropped the advice */
     *entry = (struct sm_avl_entry){object.addr, usable, object.map_addr, object.map_size,
-                                   whole ? populate_small_pages(object.addr, usable) : 0};
+                                   whole ? populate_small_pages(object.addr, usable, 0) : 0};
     sm_arena_note_new_memory(usable);
     return true;
 }
@@ -546,7 +550,7 @@ static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
             return NULL;
     }
     if (!reused) {
-        entry.flags = whole ? populate_small_pages(entry.addr, entry.size) : 0;
+        entry.flags = whole ? populate_small_pages(entry.addr, entry.size, 0) : 0;
         sm_arena_note_new_memory(entry.size);
     }
     if (!record_insert(&entry)) {
@@ -672,7 +676,8 @@ static bool fits_in_place(const struct sm_avl_entry *old, size_t usable, size_t 
 
 /* Grows the object at `old` to `usable` bytes or more where it is, into the inaccessible room
  * after it (fits_in_place): one mprotect. When the program is expected to write it whole
- * (expect_written_whole), the new pages are populated (one call instead of a fault each), and
+ * (expect_written_whole), its new small pages are populated (one call instead of a fault each;
+ * none once the object is too large to keep them, see populate_small_pages), and
  * with large quarantine it grows by an eighth at least, room allowing, so that appends take
  * one system call per eighth instead of one per page. Without large quarantine a freed
  * object keeps its pages, the unused part of that eighth too (preset none: 12% more peak RSS
@@ -691,13 +696,12 @@ static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable
     if (!sm_region_commit(end, more))
         return false;
     advise_object(old->addr, usable); /* first: the new pages may then be huge ones */
-    if (whole)
-        sm_region_populate(end, more);
+    unsigned populated = whole ? populate_small_pages(old->addr, usable, old->size) : 0;
     sm_lock_acquire(&large.lock);
     struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
     if (entry) {
         entry->size = usable;
-        entry->flags |= whole ? ENTRY_POPULATED : 0;
+        entry->flags |= populated;
     }
     sm_lock_release(&large.lock);
     sm_arena_note_new_memory(more);

@@ -147,6 +147,20 @@ def seeds():
     grow += op(REALLOC, 7, tiny(0)) + op(REALLOC, 7, tiny(0))  # frees, then realloc(NULL, 0)
     s["realloc_chain"] = grow
 
+    # Large objects written whole (with transparent huge pages, a 2 MiB + 4 KiB object has one
+    # small page, which the pattern covers), then buffers grown by reallocarray to 200 and 400
+    # MiB: the second growth stays in place. Populating such growths whole once took 4.4 GB of
+    # RSS over the fuzzer's 4 GB limit; now a growth populates no more than an object keeps.
+    two_mib_and_a_page = (2 << 20) + 1 - 131056
+    grow_big = []
+    for _ in range(6):
+        grow_big += op(MALLOC, 0, large(two_mib_and_a_page)) + free(0)
+    for slot in range(1, 25):
+        grow_big += op(MALLOC, slot, byte(100)) + op(REALLOC, slot, large(two_mib_and_a_page))
+        for count in (100, 199):  # count from take_size (selector 0 mod 8)
+            grow_big += op(REALLOCARRAY, slot, [0], upto4k(count), large(two_mib_and_a_page))
+    s["huge_growths"] = grow_big
+
     rng = random.Random(20261125)
     mixed = []
     for _ in range(1500):

@@ -370,6 +370,29 @@ static void large_growth_follows_what_the_program_writes(void **state)
                  before, after, resident ? "resident" : "not resident");
 }
 
+/* A large object that realloc moves keeps its pages, whatever its size: they move with it
+ * (mremap), not copied. An untouched object of 3 MiB and a page (2 MiB-aligned: its first
+ * 2 MiB may be advised for huge pages, the rest not) grown to 16 MiB has none of its old pages
+ * resident at its new place; a copy would have written them all. (With the advice on the
+ * huge part only, the object was two mappings that mremap refuses to move together, and
+ * every such growth copied.) After objects used for one page, so that nothing is populated. */
+static void large_move_takes_the_pages_along(void **state)
+{
+    (void)state;
+    const size_t size = 3 * MiB + 4 * KiB, larger = 16 * MiB, slack = 16;
+    large_rounds(MiB, false);
+    starmalloc_trim(0);
+    char *p = checked_malloc(size);
+    char *moved = ABI(realloc)(p, larger);
+    assert_non_null(moved);
+    size_t resident = resident_pages_of(moved, size);
+    if (resident > slack)
+        fail_msg("an untouched %zu-byte object grown to %zu bytes by realloc has %zu of its "
+                 "%zu old pages resident (copied, not moved)",
+                 size, larger, resident, size / page_size());
+    ABI(free)(moved);
+}
+
 /* However whole the program writes its large objects, a growth in place populates no more than
  * a large object may keep (16 MiB of small pages; huge pages fault in whole at first touch): a
  * buffer grown from 40 to 64 MiB does not have its 24 new MiB resident before anything touches
@@ -1285,6 +1308,7 @@ int main(void)
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
         cmocka_unit_test(large_growth_follows_what_the_program_writes),
+        cmocka_unit_test(large_move_takes_the_pages_along),
         cmocka_unit_test(large_growth_populates_no_huge_buffer),
         cmocka_unit_test(realloc_out_of_small_classes_leaves_room),
         cmocka_unit_test(freed_large_objects_in_locked_memory),

@@ -413,7 +413,7 @@ void sm_region_advise_huge(void *addr, size_t bytes)
     uintptr_t start = ((uintptr_t)addr + huge - 1) & ~(huge - 1);
     uintptr_t end = ((uintptr_t)addr + bytes) & ~(huge - 1);
     if (end > start)
-        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+        (void)madvise(addr, bytes, MADV_HUGEPAGE);
 }
 
 /* Whether the THP mode file exists (the kernel has THP) and does not say `[never]`. */

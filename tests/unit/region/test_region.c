@@ -611,21 +611,24 @@ static void test_aligned_calls_leave_no_slack_behind(void **state)
 
 /* ---- accounting ------------------------------------------------------------------------- */
 
-/* The advice covers the 2 MiB-aligned part of the range only, and nothing for a range that
- * holds no aligned 2 MiB; the pages stay usable. */
-static void test_advise_huge_marks_the_aligned_part(void **state)
+/* The advice covers the whole of a range that holds an aligned 2 MiB, its unaligned ends
+ * too (one mapping, which mremap can move), and nothing of a range that holds none; the pages
+ * stay usable. */
+static void test_advise_huge_marks_a_range_with_huge_pages(void **state)
 {
     (void)state;
     const size_t huge = SM_REGION_HUGE_PAGE_SIZE;
     char *p = sm_region_reserve(4 * huge, huge);
     assert_non_null(p);
     assert_true(sm_region_commit(p, 4 * huge));
-    sm_region_advise_huge(p + PAGE, 3 * huge);        /* holds [p + huge, p + 3 huge) */
-    sm_region_advise_huge(p + 3 * huge, huge - PAGE); /* no aligned 2 MiB inside */
+    sm_region_advise_huge(p + PAGE, 3 * huge - 2 * PAGE); /* holds [p + huge, p + 2 huge) */
+    sm_region_advise_huge(p + 3 * huge, huge - PAGE);     /* no aligned 2 MiB inside */
     bool thp = kernel_has_thp();
     assert_false(vma_has_flag(p, "hg"));
+    assert_int_equal(vma_has_flag(p + PAGE, "hg"), thp);
     assert_int_equal(vma_has_flag(p + huge, "hg"), thp);
-    assert_int_equal(vma_has_flag(p + 3 * huge - PAGE, "hg"), thp);
+    assert_int_equal(vma_has_flag(p + 3 * huge - 2 * PAGE, "hg"), thp);
+    assert_false(vma_has_flag(p + 3 * huge - PAGE, "hg"));
     assert_false(vma_has_flag(p + 3 * huge, "hg"));
     if (!thp)
         print_message("no transparent huge pages in this kernel: the advice must be a no-op\n");
@@ -854,7 +857,7 @@ int main(void)
         cmocka_unit_test(test_failures_are_reported),
         cmocka_unit_test(test_map_gives_zeroed_aligned_writable_memory),
         cmocka_unit_test(test_aligned_calls_leave_no_slack_behind),
-        cmocka_unit_test(test_advise_huge_marks_the_aligned_part),
+        cmocka_unit_test(test_advise_huge_marks_a_range_with_huge_pages),
         cmocka_unit_test(test_huge_pages_enabled_follows_the_system),
         cmocka_unit_test(test_committed_bytes_follow_commit_and_decommit),
         cmocka_unit_test(test_committed_bytes_follow_map_and_unmap),

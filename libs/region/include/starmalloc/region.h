@@ -117,9 +117,12 @@ enum { SM_REGION_HUGE_PAGE_SIZE = 2 << 20 };
 
 /* Best effort: asks the kernel to back the 2 MiB-aligned parts of the committed range
  * [addr, addr + bytes) with transparent huge pages (MADV_HUGEPAGE), so that they fault in
- * 2 MiB at a time. Does nothing for a range that holds no aligned 2 MiB, where the kernel
- * has no THP support or it is disabled (`never`, or prctl PR_SET_THP_DISABLE), or when the
- * kernel refuses. The advice belongs to the mapping: sm_region_decommit drops it. */
+ * 2 MiB at a time. The advice covers the whole range, its ends outside whole huge pages too
+ * (they cannot take one): the range stays one mapping, which mremap can move whole (it
+ * refuses a range that spans mappings of different advice). Does nothing for a range that
+ * holds no aligned 2 MiB, where the kernel has no THP support or it is disabled (`never`,
+ * or prctl PR_SET_THP_DISABLE), or when the kernel refuses. The advice belongs to the
+ * mapping: sm_region_decommit drops it. */
 void sm_region_advise_huge(void *addr, size_t bytes);
 
 /* Whether madvise MADV_HUGEPAGE can give this process transparent huge pages: the kernel has

@@ -121,7 +121,7 @@ size_t sm_heap_usable_size(void *p, const char *operation)
 bool sm_heap_resize_in_place(void *p, size_t usable, size_t size)
 {
     if (!sm_arena_contains(p))
-        return sm_large_resize_in_place(usable, size);
+        return sm_large_resize_in_place(p, usable, size);
     if (size > SM_MAX_SMALL_SIZE - SM_CANARY_BYTES)
         return false;
     /* Only within the same class: moving to a smaller class gives memory back. A slot's

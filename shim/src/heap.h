@@ -24,7 +24,8 @@ void sm_heap_free_large(void *p);
 size_t sm_heap_usable_size(void *p, const char *operation);
 
 /* Whether p, a live block of `usable` bytes (sm_heap_usable_size), can take size bytes
- * without moving; decided from the sizes alone. */
+ * without moving: a slot from the sizes alone, a large object also by shrinking in place
+ * (sm_large_resize_in_place). */
 bool sm_heap_resize_in_place(void *p, size_t usable, size_t size);
 
 /* Large path (above SM_MAX_SMALL_SIZE or over-aligned): one mapping per object. */
@@ -42,8 +43,11 @@ size_t sm_large_trim(void);
 void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */
 size_t sm_large_usable_size(void *p, bool *freed);
-/* Whether a large object of `usable` bytes keeps its place for size bytes. */
-bool sm_large_resize_in_place(size_t usable, size_t size);
+/* Whether the large object p of `usable` bytes keeps its place for size bytes (above
+ * SM_MAX_SMALL_SIZE, at most `usable`): as it is while size uses half of it at least, else
+ * shrunk in place, its pages past the new end given back to the kernel and inaccessible
+ * (false when the kernel refuses: the caller moves it). */
+bool sm_large_resize_in_place(void *p, size_t usable, size_t size);
 /* Grows the large object p to size bytes by moving its pages (no copy) to a new mapping
  * with fresh guards; returns its new address, or NULL (p unchanged) when p is not a large
  * object, size is not larger, or the kernel refuses. */

@@ -775,14 +775,39 @@ size_t sm_large_usable_size(void *p, bool *freed)
     return usable;
 }
 
-bool sm_large_resize_in_place(size_t usable, size_t size)
+/* Shrinks the object at p to `usable` bytes (fewer than it has) where it is: its pages past
+ * the new end go back to the kernel, and that range, inaccessible, joins the guard and the
+ * room after the object (a later growth may take it back in place). Returns false, p
+ * unchanged, when p is not a large object or the kernel refuses (vm.max_map_count). */
+static bool shrink_in_place(void *p, size_t usable)
+{
+    sm_lock_acquire(&large.lock);
+    struct sm_avl_entry *found = sm_avl_find(&large.map, (uintptr_t)p);
+    size_t size = found ? found->size : 0;
+    sm_lock_release(&large.lock);
+    if (usable >= size)
+        return false;
+    /* The caller owns p: no other call changes its record meanwhile. */
+    if (!sm_region_decommit((char *)p + usable, size - usable))
+        return false;
+    sm_lock_acquire(&large.lock);
+    struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
+    if (entry)
+        entry->size = usable;
+    sm_lock_release(&large.lock);
+    return true;
+}
+
+bool sm_large_resize_in_place(void *p, size_t usable, size_t size)
 {
     /* The object keeps its size (the guards stay where they are) as long as the new size
-     * fits in it and uses at least half of it; otherwise moving is worth its cost. */
+     * fits in it and uses at least half of it; below that, its end gives its pages back. */
     if (size <= SM_MAX_SMALL_SIZE || size > SIZE_MAX - SM_PAGE_SIZE)
         return false;
     size_t needed = page_round(size);
-    return needed <= usable && needed >= usable / 2;
+    if (needed > usable)
+        return false;
+    return needed >= usable / 2 || shrink_in_place(p, needed);
 }
 
 static void count_large(const struct sm_avl_entry *entry, void *ctx)

@@ -789,6 +789,31 @@ static void realloc_grows_large_blocks_in_place(void **state)
     ABI(free)(p);
 }
 
+/* realloc shrinking a large block to less than half of it (and still above the small
+ * classes) keeps it where it is, with its content: its end gives its pages back to the kernel
+ * and becomes inaccessible (a write past the new end traps, in every preset), instead of a
+ * copy into a new block (which wrote every page of the kept part). */
+static void realloc_shrinks_large_blocks_in_place(void **state)
+{
+    (void)state;
+    const size_t size = 8 * MiB + 5 * KiB, smaller = MiB + 3;
+    char *p = checked_malloc(size);
+    fill(p, size, 9);
+    char *q = ABI(realloc)(p, smaller);
+    if (q != p)
+        fail_msg("a %zu-byte block shrunk by realloc to %zu bytes moved", size, smaller);
+    size_t usable = ABI(malloc_usable_size)(q);
+    assert_true(usable >= smaller && usable < smaller + page_size());
+    assert_int_equal(check_fill(q, smaller, 9), smaller);
+    if (!write_faults(q + usable))
+        fail_msg("the end given back by a %zu-byte block shrunk to %zu bytes is accessible", size,
+                 smaller);
+    char *again = ABI(realloc)(q, size); /* grows back, in place or not, content kept */
+    assert_non_null(again);
+    assert_int_equal(check_fill(again, smaller, 9), smaller);
+    ABI(free)(again);
+}
+
 static void realloc_zero_frees(void **state)
 {
     (void)state;
@@ -1323,6 +1348,7 @@ int main(void)
         cmocka_unit_test(realloc_keeps_content),
         cmocka_unit_test(realloc_in_place),
         cmocka_unit_test(realloc_grows_large_blocks_in_place),
+        cmocka_unit_test(realloc_shrinks_large_blocks_in_place),
         cmocka_unit_test(realloc_zero_frees),
         cmocka_unit_test(realloc_failure_keeps_block),
         cmocka_unit_test(reallocarray_works),

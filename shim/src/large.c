@@ -777,8 +777,11 @@ size_t sm_large_usable_size(void *p, bool *freed)
 
 /* Shrinks the object at p to `usable` bytes (fewer than it has) where it is: its pages past
  * the new end go back to the kernel, and that range, inaccessible, joins the guard and the
- * room after the object (a later growth may take it back in place). Returns false, p
- * unchanged, when p is not a large object or the kernel refuses (vm.max_map_count). */
+ * room after the object (a later growth may take it back in place). The range keeps its
+ * kernel mapping's flags (a protection change and MADV_DONTNEED, not a new mapping), so that
+ * taken back it merges with the object again: an object made of mappings with different
+ * flags cannot be moved by mremap. Returns false, p unchanged, when p is not a large object
+ * or the kernel refuses (vm.max_map_count). */
 static bool shrink_in_place(void *p, size_t usable)
 {
     sm_lock_acquire(&large.lock);
@@ -788,8 +791,10 @@ static bool shrink_in_place(void *p, size_t usable)
     if (usable >= size)
         return false;
     /* The caller owns p: no other call changes its record meanwhile. */
-    if (!sm_region_decommit((char *)p + usable, size - usable))
+    char *end = (char *)p + usable;
+    if (!sm_region_protect_none(end, size - usable))
         return false;
+    (void)sm_region_purge(end, size - usable); /* refused: the pages stay, inaccessible */
     sm_lock_acquire(&large.lock);
     struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
     if (entry)

@@ -161,6 +161,19 @@ def seeds():
             grow_big += op(REALLOCARRAY, slot, [0], upto4k(count), large(two_mib_and_a_page))
     s["huge_growths"] = grow_big
 
+    # Large blocks shrunk in place below half, grown back into the end they gave back, then
+    # moved by a growth their room cannot hold, and shrunk into the small classes.
+    shrink = []
+    for slot in range(8):
+        shrink += op(MALLOC, slot, large(two_mib_and_a_page)) + op(REWRITE, slot)
+        shrink += op(REALLOCARRAY, slot, [0], upto4k(4), large(two_mib_and_a_page))  # 8 MiB
+        shrink += op(REALLOC, slot, large(300000 + slot * 4096))  # about 420 KiB: in place
+        shrink += op(REALLOCARRAY, slot, [0], upto4k(2), large(two_mib_and_a_page))  # 4 MiB
+        shrink += op(REALLOCARRAY, slot, [0], upto4k(32), large(two_mib_and_a_page))  # 64 MiB
+        shrink += op(USABLE, slot) + op(REALLOC, slot, byte(200))
+    shrink += op(STATS, 0)
+    s["shrink_and_regrow"] = shrink
+
     rng = random.Random(20261125)
     mixed = []
     for _ in range(1500):

@@ -43,9 +43,9 @@ size_t sm_large_trim(void);
 void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */
 size_t sm_large_usable_size(void *p, bool *freed);
-/* Whether the large object p of `usable` bytes keeps its place for size bytes (above
- * SM_MAX_SMALL_SIZE, at most `usable`): as it is while size uses half of it at least, else
- * shrunk in place, its pages past the new end given back to the kernel and inaccessible
+/* Whether the large object p of `usable` bytes (its size, sm_large_usable_size) keeps its place for
+ * size bytes (above SM_MAX_SMALL_SIZE, at most `usable`): as it is while size uses half of it at
+ * least, else shrunk in place, its pages past the new end given back to the kernel and inaccessible
  * (false when the kernel refuses: the caller moves it). */
 bool sm_large_resize_in_place(void *p, size_t usable, size_t size);
 /* Grows the large object p to size bytes by moving its pages (no copy) to a new mapping

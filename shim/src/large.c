@@ -663,6 +663,18 @@ void sm_large_free(void *p)
     hold_freed(&object);
 }
 
+/* The live object at p now has `usable` bytes, and the entry flags `flags` more. */
+static void record_resize(void *p, size_t usable, unsigned flags)
+{
+    sm_lock_acquire(&large.lock);
+    struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
+    if (entry) {
+        entry->size = usable;
+        entry->flags |= flags;
+    }
+    sm_lock_release(&large.lock);
+}
+
 /* Whether the object at `old` can grow to `usable` bytes where it is: the room after it holds
  * the new bytes and a fresh guard of `guard` bytes after them, and the object stays as aligned
  * as a new one of that size (object_align). */
@@ -696,14 +708,7 @@ static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable
     if (!sm_region_commit(end, more))
         return false;
     advise_object(old->addr, usable); /* first: the new pages may then be huge ones */
-    unsigned populated = whole ? populate_small_pages(old->addr, usable, old->size) : 0;
-    sm_lock_acquire(&large.lock);
-    struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
-    if (entry) {
-        entry->size = usable;
-        entry->flags |= populated;
-    }
-    sm_lock_release(&large.lock);
+    record_resize(p, usable, whole ? populate_small_pages(old->addr, usable, old->size) : 0);
     sm_arena_note_new_memory(more);
     return true;
 }
@@ -775,31 +780,20 @@ size_t sm_large_usable_size(void *p, bool *freed)
     return usable;
 }
 
-/* Shrinks the object at p to `usable` bytes (fewer than it has) where it is: its pages past
- * the new end go back to the kernel, and that range, inaccessible, joins the guard and the
- * room after the object (a later growth may take it back in place). The range keeps its
+/* Shrinks the live object at p from `size` to `usable` bytes (fewer) where it is: its pages
+ * past the new end go back to the kernel, and that range, inaccessible, joins the guard and
+ * the room after the object (a later growth may take it back in place). The range keeps its
  * kernel mapping's flags (a protection change and MADV_DONTNEED, not a new mapping), so that
  * taken back it merges with the object again: an object made of mappings with different
- * flags cannot be moved by mremap. Returns false, p unchanged, when p is not a large object
- * or the kernel refuses (vm.max_map_count). */
-static bool shrink_in_place(void *p, size_t usable)
+ * flags cannot be moved by mremap. Returns false, p unchanged, when the kernel refuses
+ * (vm.max_map_count). */
+static bool shrink_in_place(void *p, size_t size, size_t usable)
 {
-    sm_lock_acquire(&large.lock);
-    struct sm_avl_entry *found = sm_avl_find(&large.map, (uintptr_t)p);
-    size_t size = found ? found->size : 0;
-    sm_lock_release(&large.lock);
-    if (usable >= size)
-        return false;
-    /* The caller owns p: no other call changes its record meanwhile. */
     char *end = (char *)p + usable;
     if (!sm_region_protect_none(end, size - usable))
         return false;
     (void)sm_region_purge(end, size - usable); /* refused: the pages stay, inaccessible */
-    sm_lock_acquire(&large.lock);
-    struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
-    if (entry)
-        entry->size = usable;
-    sm_lock_release(&large.lock);
+    record_resize(p, usable, 0);
     return true;
 }
 
@@ -812,7 +806,7 @@ bool sm_large_resize_in_place(void *p, size_t usable, size_t size)
     size_t needed = page_round(size);
     if (needed > usable)
         return false;
-    return needed >= usable / 2 || shrink_in_place(p, needed);
+    return needed >= usable / 2 || shrink_in_place(p, usable, needed);
 }
 
 static void count_large(const struct sm_avl_entry *entry, void *ctx)

@@ -780,20 +780,21 @@ size_t sm_large_usable_size(void *p, bool *freed)
     return usable;
 }
 
-/* Shrinks the live object at p from `size` to `usable` bytes (fewer) where it is: its pages
- * past the new end go back to the kernel, and that range, inaccessible, joins the guard and
- * the room after the object (a later growth may take it back in place). The range keeps its
- * kernel mapping's flags (a protection change and MADV_DONTNEED, not a new mapping), so that
- * taken back it merges with the object again: an object made of mappings with different
- * flags cannot be moved by mremap. Returns false, p unchanged, when the kernel refuses
- * (vm.max_map_count). */
-static bool shrink_in_place(void *p, size_t size, size_t usable)
+/* Shrinks the live object at p from `old_usable` to `new_usable` bytes (fewer) where it is:
+ * its pages past the new end go back to the kernel, and that range, inaccessible, joins the
+ * guard and the room after the object (a later growth may take it back in place). The range
+ * keeps its kernel mapping's flags (a protection change and MADV_DONTNEED, not a new
+ * mapping), so that taken back it merges with the object again: an object made of mappings
+ * with different flags cannot be moved by mremap. Returns false, p unchanged, when the kernel
+ * refuses (vm.max_map_count). */
+static bool shrink_in_place(void *p, size_t old_usable, size_t new_usable)
 {
-    char *end = (char *)p + usable;
-    if (!sm_region_protect_none(end, size - usable))
+    char *end = (char *)p + new_usable;
+    size_t given_back = old_usable - new_usable;
+    if (!sm_region_protect_none(end, given_back))
         return false;
-    (void)sm_region_purge(end, size - usable); /* refused: the pages stay, inaccessible */
-    record_resize(p, usable, 0);
+    (void)sm_region_purge(end, given_back); /* refused: the pages stay, inaccessible */
+    record_resize(p, new_usable, 0);
     return true;
 }
 

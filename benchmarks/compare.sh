@@ -20,7 +20,7 @@
 #   --quick         a quarter of the work, 3 repetitions, fewer callgrind pairs: for trying it
 #   --reps N        repetitions (default 5, --quick 3)
 #   --only W,...    only these workloads (larson pipeline false-sharing bignum compiler realloc
-#                   large fragmentation)
+#                   large resize fragmentation)
 #   --presets P,... only these StarMalloc presets (default: none,light,default,paranoid)
 #   --variant NAME=OPTIONS
 #                   also a StarMalloc build with these CMake options (space-separated -D...,
@@ -84,7 +84,7 @@ else
 fi
 [[ "$reps" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --reps needs a positive number" >&2; exit 2; }
 
-all_workloads=(larson pipeline false-sharing bignum compiler realloc large fragmentation)
+all_workloads=(larson pipeline false-sharing bignum compiler realloc large resize fragmentation)
 workloads=()
 if [[ -n "$only" ]]; then
   IFS=, read -r -a wanted <<<"$only"

@@ -72,24 +72,17 @@ if(SM_POLICY_WRITE_AFTER_FREE_CHECK AND NOT SM_POLICY_ZERO_ON_FREE)
                       "(the check verifies that a freed slot is still zero)")
 endif()
 
-# Tuning, not a policy: large objects of 2 MiB and more ask for transparent huge pages. Empty
-# means the preset's choice: on where freed large objects are zeroed or decommitted (every
-# reuse then faults or zeroes pages), off in `none`, which reuses them with their pages.
+# Tuning, not a policy: large objects of 2 MiB and more ask for transparent huge pages, in
+# every preset (empty, the default, means ON).
 set(STARMALLOC_LARGE_HUGE_PAGES "" CACHE STRING
-    "Back large objects of 2 MiB and more with transparent huge pages: ON, OFF or empty (ON except in the none preset)")
-if(STARMALLOC_LARGE_HUGE_PAGES STREQUAL "")
-  if(STARMALLOC_HARDENING STREQUAL "none")
-    set(SM_LARGE_HUGE_PAGES 0)
-  else()
-    set(SM_LARGE_HUGE_PAGES 1)
-  endif()
-elseif(STARMALLOC_LARGE_HUGE_PAGES MATCHES "^(ON|1)$")
+    "Back large objects of 2 MiB and more with transparent huge pages: ON, OFF or empty (ON)")
+if(STARMALLOC_LARGE_HUGE_PAGES MATCHES "^(ON|1|)$")
   set(SM_LARGE_HUGE_PAGES 1)
 elseif(STARMALLOC_LARGE_HUGE_PAGES MATCHES "^(OFF|0)$")
   set(SM_LARGE_HUGE_PAGES 0)
 else()
   message(FATAL_ERROR "STARMALLOC_LARGE_HUGE_PAGES='${STARMALLOC_LARGE_HUGE_PAGES}': must be ON, OFF "
-                      "or empty (ON except in the none preset)")
+                      "or empty (ON)")
 endif()
 
 # Not a policy: how guard slabs and quarantined slabs are made to trap. ON uses the kernel's

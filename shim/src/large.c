@@ -50,7 +50,8 @@ struct held_object {
  *   PROT_NONE pages 10.3 s and 147 MB.
  * Only small pages are kept or populated: the part of an object on transparent huge pages
  * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
- * for less than keeping or populating it costs. */
+ * for less than keeping or populating it costs; except with dirty keeping, which has nothing
+ * to zero and keeps the object whole, its huge pages too (huge_bytes is 0 there). */
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
 static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)128 << 20; /* without quarantine */
 static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;

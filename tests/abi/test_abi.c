@@ -283,7 +283,7 @@ static void large_pages_follow_what_the_program_writes(void **state)
  * that the program is expected to write whole (the objects it freed were, and it is not one
  * of the lazy probes, one in 32) is rounded up to whole 2 MiB pages when that adds at most a
  * quarter of the rounded size: its last 2 MiB then fault in as one huge page. Not in preset
- * none (no huge pages; freed objects keep their pages dirty). malloc_usable_size says so.
+ * none (freed objects keep their pages, dirty, for reuse). malloc_usable_size says so.
  * After objects written whole: of two new 3.5 MiB objects, one at least has 4 MiB; a
  * 2.5 MiB one keeps its size (4 MiB would add 1.5 MiB). After objects used for one page, a
  * 3.5 MiB one keeps its size. */

@@ -452,10 +452,11 @@ static bool expect_written_whole(void)
 }
 
 /* The usable size of an object of `usable` bytes (a multiple of the page) that the program
- * is expected to write whole: rounded up to whole huge pages when that adds at most a quarter
- * of the rounded size (objects of 1.5 MiB and more; at most a third more memory), so that its
- * last, partial 2 MiB faults in as one huge page instead of up to 511 small pages; else
- * `usable`. The guard after the object follows the rounded size, as malloc_usable_size does. */
+ * is expected to write whole, or of a growth by realloc: rounded up to whole huge pages when
+ * that adds at most a quarter of the rounded size (objects of 1.5 MiB and more; at most a
+ * third more memory), so that its last, partial 2 MiB faults in as one huge page instead of
+ * up to 511 small pages; else `usable`. The guard after the object follows the rounded size,
+ * as malloc_usable_size does. Not with dirty keeping (preset none). */
 static size_t huge_page_round(size_t usable)
 {
     const size_t huge = SM_REGION_HUGE_PAGE_SIZE;
@@ -689,19 +690,24 @@ static bool fits_in_place(const struct sm_avl_entry *old, size_t usable, size_t 
 
 /* Grows the object at `old` to `usable` bytes or more where it is, into the inaccessible room
  * after it (fits_in_place): one mprotect. When the program is expected to write it whole
- * (expect_written_whole), its new small pages are populated (one call instead of a fault each;
- * none once the object is too large to keep them, see populate_small_pages), and
+ * (`whole`, expect_written_whole), its new small pages are populated (one call instead of a
+ * fault each; none once the object is too large to keep them, see populate_small_pages), and
  * with large quarantine it grows by an eighth at least, room allowing, so that appends take
  * one system call per eighth instead of one per page. Without large quarantine a freed
  * object keeps its pages, the unused part of that eighth too (preset none: 12% more peak RSS
- * in `realloc`), so it grows by what is asked. */
-static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable)
+ * in `realloc`), so it grows by what is asked. Either way its end is rounded up to a huge
+ * page (huge_page_round), room allowing: a buffer that grows by appends then starts each
+ * 2 MiB of its growth on a fresh huge page, where an end in the middle of one would have its
+ * first part faulted in 4 KiB at a time, which keeps the whole 2 MiB on small pages. */
+static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable, bool whole)
 {
     size_t guard = guard_bytes();
-    bool whole = expect_written_whole();
     size_t ahead = old->size + page_round(old->size / 8);
-    if (SM_LARGE_QUARANTINE != 0 && whole && usable < ahead && fits_in_place(old, ahead, guard))
-        usable = ahead;
+    size_t wanted = SM_LARGE_QUARANTINE != 0 && whole && usable < ahead ? ahead : usable;
+    if (fits_in_place(old, huge_page_round(wanted), guard))
+        usable = huge_page_round(wanted);
+    else if (fits_in_place(old, wanted, guard))
+        usable = wanted;
     if (!fits_in_place(old, usable, guard))
         return false;
     void *end = (void *)(old->addr + old->size);
@@ -766,9 +772,10 @@ void *sm_large_grow(void *p, size_t size)
     sm_lock_release(&large.lock);
     if (!found || usable <= old.size)
         return NULL;
-    if (grow_in_place(p, &old, usable))
+    bool whole = expect_written_whole();
+    if (grow_in_place(p, &old, usable, whole))
         return p;
-    return grow_by_moving(&old, usable);
+    return grow_by_moving(&old, huge_page_round(usable));
 }
 
 size_t sm_large_usable_size(void *p, bool *freed)

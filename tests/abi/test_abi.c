@@ -319,6 +319,51 @@ static void large_objects_written_whole_fill_their_huge_pages(void **state)
     ABI(free)(d);
 }
 
+/* Grows the large object p, whose first `filled` bytes hold 5, to `size` bytes with realloc,
+ * checks that they still do and that its usable size is `expected`, and fills it with 5. */
+static char *grow_checked(char *p, size_t filled, size_t size, size_t expected)
+{
+    p = ABI(realloc)(p, size);
+    assert_non_null(p);
+    size_t usable = ABI(malloc_usable_size)(p);
+    if (usable != expected)
+        fail_msg("grown from %zu to %zu bytes, the object has %zu usable, %zu expected", filled,
+                 size, usable, expected);
+    for (size_t at = 0; at < filled; at += 4 * KiB)
+        assert_int_equal(p[at], 5);
+    memset(p, 5, usable); /* every usable byte is the object's */
+    return p;
+}
+
+/* With transparent huge pages (and not in preset none, whose freed objects keep their pages
+ * dirty), a large object grown by realloc ends on a huge page when that adds at most a quarter
+ * of the rounded size, whatever the program wrote before: each 2 MiB that a buffer grown by
+ * appends takes then starts on a fresh huge page. After objects used for one page (no other
+ * reason to round), an object malloc'd with 2 MiB (no room after it: each growth moves it)
+ * grown by 4 KiB keeps that size (4 MiB would add almost half); another grown to 3.5 MiB has
+ * 4 MiB, and grown again to 5.5 MiB, in the room its move left after it, 6 MiB. */
+static void realloc_growth_ends_on_a_huge_page(void **state)
+{
+    (void)state;
+    bool rounds =
+        SM_LARGE_HUGE_PAGES && (SM_ZERO_ON_FREE || SM_LARGE_QUARANTINE != 0) && thp_usable();
+    large_rounds(MiB, false);
+    starmalloc_trim(0);
+    char *p = checked_malloc(2 * MiB);
+    memset(p, 5, 2 * MiB);
+    p = grow_checked(p, 2 * MiB, 2 * MiB + 4 * KiB, 2 * MiB + 4 * KiB);
+    ABI(free)(p);
+
+    const size_t moved = 3 * MiB + MiB / 2, in_place = 5 * MiB + MiB / 2;
+    p = checked_malloc(2 * MiB);
+    memset(p, 5, 2 * MiB);
+    p = grow_checked(p, 2 * MiB, moved, rounds ? 4 * MiB : moved);
+    char *before = p;
+    p = grow_checked(p, ABI(malloc_usable_size)(p), in_place, rounds ? 6 * MiB : in_place);
+    assert_ptr_equal(p, before);
+    ABI(free)(p);
+}
+
 /* A large object grown by realloc twice: the first growth, to twice its size, moves it (more
  * than its guard after it can hold) with as much room again after it, the second grows it in
  * place. Returns its usable size before and after the second growth, and whether the pages
@@ -1345,6 +1390,7 @@ int main(void)
         cmocka_unit_test(trim_gives_back_freed_large_pages),
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
+        cmocka_unit_test(realloc_growth_ends_on_a_huge_page),
         cmocka_unit_test(large_growth_follows_what_the_program_writes),
         cmocka_unit_test(large_move_takes_the_pages_along),
         cmocka_unit_test(large_growth_populates_no_huge_buffer),

@@ -456,11 +456,11 @@ static bool expect_written_whole(void)
  * that adds at most a quarter of the rounded size (objects of 1.5 MiB and more; at most a
  * third more memory), so that its last, partial 2 MiB faults in as one huge page instead of
  * up to 511 small pages; else `usable`. The guard after the object follows the rounded size,
- * as malloc_usable_size does. Not with dirty keeping (preset none). */
+ * as malloc_usable_size does. */
 static size_t huge_page_round(size_t usable)
 {
     const size_t huge = SM_REGION_HUGE_PAGE_SIZE;
-    if (!SM_LARGE_HUGE_PAGES || KEEP_DIRTY || usable > SIZE_MAX - huge ||
+    if (!SM_LARGE_HUGE_PAGES || usable > SIZE_MAX - huge ||
         !sm_region_huge_pages_enabled())
         return usable;
     size_t rounded = (usable + huge - 1) & ~(huge - 1);

@@ -282,16 +282,15 @@ static void large_pages_follow_what_the_program_writes(void **state)
 /* With transparent huge pages (STARMALLOC_LARGE_HUGE_PAGES, and usable here), a large object
  * that the program is expected to write whole (the objects it freed were, and it is not one
  * of the lazy probes, one in 32) is rounded up to whole 2 MiB pages when that adds at most a
- * quarter of the rounded size: its last 2 MiB then fault in as one huge page. Not in preset
- * none (freed objects keep their pages, dirty, for reuse). malloc_usable_size says so.
+ * quarter of the rounded size: its last 2 MiB then fault in as one huge page.
+ * malloc_usable_size says so.
  * After objects written whole: of two new 3.5 MiB objects, one at least has 4 MiB; a
  * 2.5 MiB one keeps its size (4 MiB would add 1.5 MiB). After objects used for one page, a
  * 3.5 MiB one keeps its size. */
 static void large_objects_written_whole_fill_their_huge_pages(void **state)
 {
     (void)state;
-    bool rounds =
-        SM_LARGE_HUGE_PAGES && (SM_ZERO_ON_FREE || SM_LARGE_QUARANTINE != 0) && thp_usable();
+    bool rounds = SM_LARGE_HUGE_PAGES && thp_usable();
     const size_t size = 3 * MiB + MiB / 2, rounded = 4 * MiB, unrounded = 2 * MiB + MiB / 2;
     starmalloc_trim(0); /* no freed mapping to reuse whole, whatever its size */
     large_rounds(MiB, true);
@@ -335,18 +334,17 @@ static char *grow_checked(char *p, size_t filled, size_t size, size_t expected)
     return p;
 }
 
-/* With transparent huge pages (and not in preset none, whose freed objects keep their pages
- * dirty), a large object grown by realloc ends on a huge page when that adds at most a quarter
- * of the rounded size, whatever the program wrote before: each 2 MiB that a buffer grown by
- * appends takes then starts on a fresh huge page. After objects used for one page (no other
- * reason to round), an object malloc'd with 2 MiB (no room after it: each growth moves it)
- * grown by 4 KiB keeps that size (4 MiB would add almost half); another grown to 3.5 MiB has
- * 4 MiB, and grown again to 5.5 MiB, in the room its move left after it, 6 MiB. */
+/* With transparent huge pages, a large object grown by realloc ends on a huge page when
+ * that adds at most a quarter of the rounded size, whatever the program wrote before: each
+ * 2 MiB that a buffer grown by appends takes then starts on a fresh huge page. After objects
+ * used for one page (no other reason to round), an object malloc'd with 2 MiB (no room after
+ * it: each growth moves it) grown by 4 KiB keeps that size (4 MiB would add almost half);
+ * another grown to 3.5 MiB has 4 MiB, and grown again to 5.5 MiB, in the room its move left
+ * after it, 6 MiB. */
 static void realloc_growth_ends_on_a_huge_page(void **state)
 {
     (void)state;
-    bool rounds =
-        SM_LARGE_HUGE_PAGES && (SM_ZERO_ON_FREE || SM_LARGE_QUARANTINE != 0) && thp_usable();
+    bool rounds = SM_LARGE_HUGE_PAGES && thp_usable();
     large_rounds(MiB, false);
     starmalloc_trim(0);
     char *p = checked_malloc(2 * MiB);

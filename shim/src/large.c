@@ -460,8 +460,7 @@ static bool expect_written_whole(void)
 static size_t huge_page_round(size_t usable)
 {
     const size_t huge = SM_REGION_HUGE_PAGE_SIZE;
-    if (!SM_LARGE_HUGE_PAGES || usable > SIZE_MAX - huge ||
-        !sm_region_huge_pages_enabled())
+    if (!SM_LARGE_HUGE_PAGES || usable > SIZE_MAX - huge || !sm_region_huge_pages_enabled())
         return usable;
     size_t rounded = (usable + huge - 1) & ~(huge - 1);
     return rounded - usable <= rounded / 4 ? rounded : usable;
@@ -484,20 +483,23 @@ static unsigned populate_small_pages(uintptr_t addr, size_t usable, size_t from)
     return ENTRY_POPULATED;
 }
 
-/* Takes the kept mapping that fits `usable` bytes best (at most twice as large). A
- * decommitted one gets its first `usable` bytes committed and populated (the rest of its old
- * object stays PROT_NONE, part of the guard) and is zero; one that kept its pages is reused
- * whole: zero (its huge pages fault in again), or (dirty) content and all. For an object
- * that is `growing` only one that kept its pages will do: a decommitted one would save
- * nothing over a new mapping with room, and would have to move at a later growth. */
-static bool reuse_mapping(size_t usable, bool whole, bool growing, struct sm_avl_entry *entry,
-                          int *zeroed)
+/* Takes the kept mapping that fits `usable` bytes best, for a request of `asked` bytes (page
+ * rounded; `usable` may be rounded up further, huge_page_round): at least `usable` bytes and
+ * at most twice `asked`, so that a mapping reused whole never holds more than twice what was
+ * asked, rounding or not. A decommitted one gets its first `usable` bytes committed and
+ * populated (the rest of its old object stays PROT_NONE, part of the guard) and is zero; one
+ * that kept its pages is reused whole: zero (its huge pages fault in again), or (dirty)
+ * content and all. For an object that is `growing` only one that kept its pages will do: a
+ * decommitted one would save nothing over a new mapping with room, and would have to move at
+ * a later growth. */
+static bool reuse_mapping(size_t asked, size_t usable, bool whole, bool growing,
+                          struct sm_avl_entry *entry, int *zeroed)
 {
     sm_lock_acquire(&large.lock);
     unsigned best = RETAINED_ENTRIES;
     for (unsigned i = 0; i < large.retained_count; i++) {
         const struct held_object *o = &large.retained[i];
-        if (o->size < usable || o->size / 2 > usable || (growing && !o->committed))
+        if (o->size < usable || o->size / 2 > asked || (growing && !o->committed))
             continue;
         if (best == RETAINED_ENTRIES || better_fit(o, &large.retained[best]))
             best = i;
@@ -541,9 +543,11 @@ static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
     struct sm_avl_entry entry;
     *zeroed = 1; /* fresh mappings are zero */
     bool whole = expect_written_whole();
-    size_t usable = whole ? huge_page_round(page_round(size)) : page_round(size);
+    size_t asked = page_round(size);
+    size_t usable = whole ? huge_page_round(asked) : asked;
     size_t room = growing ? growth_room(usable) : 0;
-    bool reused = align <= SM_PAGE_SIZE && reuse_mapping(usable, whole, growing, &entry, zeroed);
+    bool reused =
+        align <= SM_PAGE_SIZE && reuse_mapping(asked, usable, whole, growing, &entry, zeroed);
     if (!reused && !map_object(usable, align, room, &entry)) {
         /* Quarantined and kept mappings hold address space that a limit may be short of. */
         shrink_quarantine(0, 0, false);

@@ -362,6 +362,35 @@ static void realloc_growth_ends_on_a_huge_page(void **state)
     ABI(free)(p);
 }
 
+/* A freed large object kept for reuse (presets without large quarantine) is reused whole
+ * only for a request of at least half its size, counted before any rounding up to huge pages:
+ * a new object never has more than twice the bytes asked plus two pages usable. Two 12 MiB
+ * objects written whole are freed; two 5.67 MiB requests (6 MiB when rounded up, which one
+ * of them at least is, the program writing its objects whole) must not get them. */
+static void reused_mapping_holds_at_most_twice_the_request(void **state)
+{
+    (void)state;
+    const size_t kept = 12 * MiB, size = 5943432;
+    starmalloc_trim(0);
+    large_rounds(MiB, true);
+    char *old[2];
+    for (int i = 0; i < 2; i++) {
+        old[i] = checked_malloc(kept);
+        memset(old[i], 1, kept);
+    }
+    for (int i = 0; i < 2; i++)
+        ABI(free)(old[i]);
+    char *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = checked_malloc(size);
+        size_t usable = ABI(malloc_usable_size)(p[i]);
+        if (usable < size || usable > 2 * size + 2 * 4 * KiB)
+            fail_msg("malloc(%zu) has %zu usable bytes", size, usable);
+    }
+    for (int i = 0; i < 2; i++)
+        ABI(free)(p[i]);
+}
+
 /* A large object grown by realloc twice: the first growth, to twice its size, moves it (more
  * than its guard after it can hold) with as much room again after it, the second grows it in
  * place. Returns its usable size before and after the second growth, and whether the pages
@@ -1389,6 +1418,7 @@ int main(void)
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
         cmocka_unit_test(realloc_growth_ends_on_a_huge_page),
+        cmocka_unit_test(reused_mapping_holds_at_most_twice_the_request),
         cmocka_unit_test(large_growth_follows_what_the_program_writes),
         cmocka_unit_test(large_move_takes_the_pages_along),
         cmocka_unit_test(large_growth_populates_no_huge_buffer),

@@ -497,7 +497,7 @@ bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new
 
 void *sm_region_map(size_t bytes, size_t align)
 {
-    void *p = map_aligned(bytes, align, PROT_READ | PROT_WRITE, 0);
+    void *p = map_aligned(bytes, align, PROT_READ | PROT_WRITE, MAP_NORESERVE);
     if (p)
         count_committed(bytes);
     return p;

@@ -164,7 +164,10 @@ bool sm_region_move(void *old_addr, size_t old_bytes, void *new_addr, size_t new
                     size_t room_bytes);
 
 /* Maps bytes of fresh zeroed read-write memory aligned to `align` (a power of two, at
- * least a page). Returns NULL when the kernel refuses. */
+ * least a page), MAP_NORESERVE like the reservations that sm_region_commit makes read-write:
+ * under the kernel's overcommit heuristic neither is charged, so that either can later be
+ * moved and grown by sm_region_move alike (a charged mapping's growth can be refused where
+ * the same move of an uncharged one is not). Returns NULL when the kernel refuses. */
 void *sm_region_map(size_t bytes, size_t align);
 
 /* Bytes committed now, and the most ever committed at once (see "Accounting" above).

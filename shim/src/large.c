@@ -55,6 +55,7 @@ struct held_object {
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
 static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)128 << 20; /* without quarantine */
 static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;
+static const size_t BIG_REQUEST_BYTES = (size_t)1 << 30; /* see beyond_memory */
 
 static struct {
     struct sm_lock lock; /* guards everything below */
@@ -533,6 +534,15 @@ static bool reuse_mapping(size_t asked, size_t usable, bool whole, bool growing,
     return true;
 }
 
+/* Whether an object of `bytes` is more than the kernel grants one charged mapping
+ * (sm_region_overcommit_bytes_max): such a request fails as it would with glibc, instead of
+ * succeeding lazily and meeting the OOM killer when it is used. Only requests of a gigabyte
+ * and more ask the kernel. */
+static bool beyond_memory(size_t bytes)
+{
+    return bytes >= BIG_REQUEST_BYTES && bytes > sm_region_overcommit_bytes_max();
+}
+
 /* sm_large_alloc, and sm_large_alloc_growing when `growing`. */
 static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
 {
@@ -544,6 +554,8 @@ static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
     *zeroed = 1; /* fresh mappings are zero */
     bool whole = expect_written_whole();
     size_t asked = page_round(size);
+    if (beyond_memory(asked))
+        return NULL;
     size_t usable = whole ? huge_page_round(asked) : asked;
     size_t room = growing ? growth_room(usable) : 0;
     bool reused =
@@ -770,6 +782,8 @@ void *sm_large_grow(void *p, size_t size)
     if (size > SIZE_MAX - 2 * SM_PAGE_SIZE)
         return NULL;
     size_t usable = page_round(size);
+    if (beyond_memory(usable))
+        return NULL;
     sm_lock_acquire(&large.lock);
     struct sm_avl_entry *found = sm_avl_find(&large.map, (uintptr_t)p);
     struct sm_avl_entry old = found ? *found : (struct sm_avl_entry){0, 0, 0, 0, 0};

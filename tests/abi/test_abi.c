@@ -14,9 +14,11 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -389,6 +391,47 @@ static void reused_mapping_holds_at_most_twice_the_request(void **state)
     }
     for (int i = 0; i < 2; i++)
         ABI(free)(p[i]);
+}
+
+/* Under the kernel's default overcommit heuristic (vm.overcommit_memory 0) one object of
+ * more than RAM + swap is refused, as the heuristic refuses glibc's mapping for it: malloc
+ * and calloc return NULL with ENOMEM, and so does realloc, which leaves the block as it was.
+ * With 2 (strict) the kernel refuses such a request itself; with 1 it refuses nothing, and
+ * the request succeeds (its pages come when used). */
+static void request_beyond_memory_fails(void **state)
+{
+    (void)state;
+    char mode = '0';
+    FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+    if (f) {
+        mode = (char)fgetc(f);
+        fclose(f);
+    }
+    struct sysinfo info;
+    assert_int_equal(sysinfo(&info), 0);
+    size_t unit = info.mem_unit ? info.mem_unit : 1;
+    size_t size = opaque_size(((size_t)info.totalram + info.totalswap) * unit + 4 * KiB);
+    errno = 0;
+    void *p = ABI(malloc)(size);
+    if (mode == '1') {
+        print_message("vm.overcommit_memory is 1: nothing is refused, %zu bytes neither\n", size);
+        assert_non_null(p);
+        ABI(free)(p);
+        return;
+    }
+    assert_null(p);
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(ABI(calloc)(1, size));
+    assert_int_equal(errno, ENOMEM);
+    char *q = checked_malloc(MiB);
+    memset(q, 9, MiB);
+    errno = 0;
+    assert_null(ABI(realloc)(q, size));
+    assert_int_equal(errno, ENOMEM);
+    for (size_t at = 0; at < MiB; at += 4 * KiB)
+        assert_int_equal(q[at], 9);
+    ABI(free)(q);
 }
 
 /* A large object grown by realloc twice: the first growth, to twice its size, moves it (more
@@ -1419,6 +1462,7 @@ int main(void)
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
         cmocka_unit_test(realloc_growth_ends_on_a_huge_page),
         cmocka_unit_test(reused_mapping_holds_at_most_twice_the_request),
+        cmocka_unit_test(request_beyond_memory_fails),
         cmocka_unit_test(large_growth_follows_what_the_program_writes),
         cmocka_unit_test(large_move_takes_the_pages_along),
         cmocka_unit_test(large_growth_populates_no_huge_buffer),

@@ -174,12 +174,13 @@ def seeds():
     shrink += op(STATS, 0)
     s["shrink_and_regrow"] = shrink
 
-    # A buffer of about 20 GiB, never touched but for its ends, grown tenfold by reallocarray:
-    # its pages must move, untouched, whatever the kernel's overcommit heuristic says. In
-    # preset none such a buffer was once a charged mapping, the growth was refused and its
-    # 20 GiB were copied (a fuzzer input went past 4 GB of RSS; replayed, 24 GB).
-    giant = op(REALLOCARRAY, 0, [0], small(10000), large(two_mib_and_a_page))
-    giant += op(REALLOCARRAY, 0, [0], small(100000), large(two_mib_and_a_page))
+    # A buffer of about 10 GiB, never touched but for its ends, doubled by reallocarray: its
+    # pages must move, untouched. In preset none such a buffer was once a charged mapping,
+    # and where 30 GiB (the new size and as much room, less the old size) is more than RAM +
+    # swap the kernel refused the move and its 10 GiB were copied (a fuzzer input went past
+    # 4 GB of RSS; replayed, 24 GB). Where 20 GiB is more than RAM + swap, it is refused.
+    giant = op(REALLOCARRAY, 0, [0], small(5000), large(two_mib_and_a_page))
+    giant += op(REALLOCARRAY, 0, [0], small(10000), large(two_mib_and_a_page))
     giant += op(USABLE, 0) + free(0) + op(STATS, 0)
     s["giant_sparse_growth"] = giant
 

@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -517,6 +518,22 @@ size_t sm_region_kernel_page_size(void)
 {
     long page = sysconf(_SC_PAGESIZE);
     return page > 0 ? (size_t)page : SM_PAGE_SIZE;
+}
+
+size_t sm_region_overcommit_bytes_max(void)
+{
+    char mode = '0';
+    if (read_kernel_file("/proc/sys/vm/overcommit_memory", &mode, 1) != 1 || mode != '0')
+        return SIZE_MAX;
+    struct sysinfo info;
+    if (sysinfo(&info) != 0)
+        return SIZE_MAX;
+    unsigned long pages = 0, bytes = 0;
+    unsigned long unit = info.mem_unit ? info.mem_unit : 1;
+    if (__builtin_add_overflow(info.totalram, info.totalswap, &pages) ||
+        __builtin_mul_overflow(pages, unit, &bytes) || bytes > SIZE_MAX)
+        return SIZE_MAX;
+    return (size_t)bytes;
 }
 
 size_t sm_region_address_space_limit(void)

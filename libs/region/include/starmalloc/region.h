@@ -178,6 +178,14 @@ size_t sm_region_peak_committed_bytes(void);
 /* The kernel's page size (read once; the caller checks it against SM_PAGE_SIZE). */
 size_t sm_region_kernel_page_size(void);
 
+/* The most bytes the kernel's overcommit heuristic grants one charged mapping: RAM + swap
+ * (sysinfo, read now) when vm.overcommit_memory is 0, the default; SIZE_MAX when it is 1
+ * (nothing is refused), 2 (strict accounting ignores MAP_NORESERVE and refuses by itself) or
+ * cannot be read. Reservations are never charged, so the heuristic never refuses them: the
+ * large path refuses bigger objects itself, as the kernel refuses glibc's. Two system calls,
+ * for big requests only. */
+size_t sm_region_overcommit_bytes_max(void);
+
 /* The address-space limit (RLIMIT_AS) in bytes, or SIZE_MAX when unlimited. */
 size_t sm_region_address_space_limit(void);
 

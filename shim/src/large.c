@@ -552,10 +552,10 @@ static void *large_alloc(size_t size, size_t align, bool growing, int *zeroed)
         return NULL;
     struct sm_avl_entry entry;
     *zeroed = 1; /* fresh mappings are zero */
-    bool whole = expect_written_whole();
     size_t asked = page_round(size);
     if (beyond_memory(asked))
         return NULL;
+    bool whole = expect_written_whole();
     size_t usable = whole ? huge_page_round(asked) : asked;
     size_t room = growing ? growth_room(usable) : 0;
     bool reused =
@@ -720,12 +720,13 @@ static bool grow_in_place(void *p, const struct sm_avl_entry *old, size_t usable
     size_t guard = guard_bytes();
     size_t ahead = old->size + page_round(old->size / 8);
     size_t wanted = SM_LARGE_QUARANTINE != 0 && whole && usable < ahead ? ahead : usable;
-    if (fits_in_place(old, huge_page_round(wanted), guard))
-        usable = huge_page_round(wanted);
-    else if (fits_in_place(old, wanted, guard))
-        usable = wanted;
-    if (!fits_in_place(old, usable, guard))
+    const size_t sizes[] = {huge_page_round(wanted), wanted, usable}; /* first that fits */
+    size_t i = 0, n = sizeof sizes / sizeof sizes[0];
+    while (i < n && !fits_in_place(old, sizes[i], guard))
+        i++;
+    if (i == n)
         return false;
+    usable = sizes[i];
     void *end = (void *)(old->addr + old->size);
     size_t more = usable - old->size;
     if (!sm_region_commit(end, more))

@@ -127,12 +127,22 @@ static ssize_t read_kernel_file(const char *path, char *text, size_t capacity)
     return n;
 }
 
+/* vm.overcommit_memory as its digit ('0' heuristic, '1' always, '2' strict), or 0 when it
+ * cannot be read. */
+static char overcommit_mode(void)
+{
+    char mode = 0;
+    if (read_kernel_file("/proc/sys/vm/overcommit_memory", &mode, 1) != 1)
+        return 0;
+    return mode;
+}
+
 /* Whether vm.overcommit_memory is 2 (strict), or cannot be read: then a range must be
  * unmapped, not only emptied, to give its commit charge back. */
 static bool overcommit_may_be_strict(void)
 {
-    char mode = '2';
-    return read_kernel_file("/proc/sys/vm/overcommit_memory", &mode, 1) != 1 || mode == '2';
+    char mode = overcommit_mode();
+    return mode == 0 || mode == '2';
 }
 
 /* Whether the kernel installs guard markers in a private anonymous mapping. */
@@ -522,18 +532,14 @@ size_t sm_region_kernel_page_size(void)
 
 size_t sm_region_overcommit_bytes_max(void)
 {
-    char mode = '0';
-    if (read_kernel_file("/proc/sys/vm/overcommit_memory", &mode, 1) != 1 || mode != '0')
-        return SIZE_MAX;
     struct sysinfo info;
-    if (sysinfo(&info) != 0)
+    if (overcommit_mode() != '0' || sysinfo(&info) != 0)
         return SIZE_MAX;
-    unsigned long pages = 0, bytes = 0;
-    unsigned long unit = info.mem_unit ? info.mem_unit : 1;
-    if (__builtin_add_overflow(info.totalram, info.totalswap, &pages) ||
-        __builtin_mul_overflow(pages, unit, &bytes) || bytes > SIZE_MAX)
+    size_t units = 0, bytes = 0;
+    if (__builtin_add_overflow(info.totalram, info.totalswap, &units) ||
+        __builtin_mul_overflow(units, info.mem_unit ? info.mem_unit : 1, &bytes))
         return SIZE_MAX;
-    return (size_t)bytes;
+    return bytes;
 }
 
 size_t sm_region_address_space_limit(void)

@@ -7,7 +7,10 @@
 #   asan       clang, AddressSanitizer + UndefinedBehaviorSanitizer: the libraries' unit tests,
 #              the prefixed ABI tests, the concurrency test and the fuzz corpus replay
 #   fuzz       the libFuzzer harness for $STARMALLOC_FUZZ_SECONDS (default 60) seconds, from the
-#              seed corpus (runs in the background while the stages below run)
+#              seed corpus, in preset default (the asan build) and then in a second preset that
+#              rotates over none, light and paranoid from one commit to the next (its own
+#              ASan build, fuzz-<preset> below); runs in the background while the stages below
+#              run
 #   tsan       clang, ThreadSanitizer: the arena unit test and the concurrency test
 #   valgrind   gcc with DWARF 4: memcheck on the libraries' unit tests
 #   clang-tidy .clang-tidy on libs/ and shim/ (known false positives:
@@ -15,14 +18,27 @@
 #   cppcheck   on libs/ and shim/ (suppressions: tests/reliability/cppcheck-suppressions.txt)
 # Build trees go to <prefix>/reliability/<stage> (default prefix: <repo>/build). Every stage
 # runs even when an earlier one fails; the script fails at the end naming those that did.
-# Environment: STARMALLOC_FUZZ_SECONDS, STARMALLOC_RELIABILITY_STAGES (a space-separated subset of
-# the stage names above, for local runs).
+# Environment: STARMALLOC_FUZZ_SECONDS, STARMALLOC_FUZZ_PRESET (the second fuzzed preset: none,
+# light or paranoid, or off; default: the rotation), STARMALLOC_RELIABILITY_STAGES (a
+# space-separated subset of the stage names above, for local runs).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prefix="${1:-$repo/build}/reliability"
 jobs="$(nproc 2>/dev/null || echo 2)"
 fuzz_seconds="${STARMALLOC_FUZZ_SECONDS:-60}"
+# Faults that only presets keeping mappings or mapping without reservations can reach went
+# unseen while CI fuzzed default alone: each commit also fuzzes one other preset, in turn.
+rotation=(none light paranoid)
+commits="$(git -C "$repo" rev-list --count HEAD 2>/dev/null || date +%j)"
+fuzz_preset="${STARMALLOC_FUZZ_PRESET:-${rotation[$((10#$commits % ${#rotation[@]}))]}}"
+case "$fuzz_preset" in
+none | light | paranoid | off) ;;
+*)
+    echo "run-reliability: STARMALLOC_FUZZ_PRESET must be none, light, paranoid or off" >&2
+    exit 2
+    ;;
+esac
 stages="${STARMALLOC_RELIABILITY_STAGES:-presets asan fuzz tsan valgrind clang-tidy cppcheck}"
 rel="$repo/tests/reliability"
 
@@ -97,11 +113,17 @@ stage_presets() {
 
 # ---- asan: ASan + UBSan (and libFuzzer coverage, so the fuzzer shares this build) ---------
 asan="$prefix/asan"
+asan_flags="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link"
+asan_flags+=" -fno-sanitize-recover=all"
+# configure_asan <dir> <cmake args...>: a clang ASan + UBSan tree.
+configure_asan() {
+    local dir="$1"
+    shift
+    configure "$dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+        "-DCMAKE_C_FLAGS=$asan_flags" "-DCMAKE_CXX_FLAGS=$asan_flags" "$@"
+}
 stage_asan() {
-    local flags="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link"
-    flags+=" -fno-sanitize-recover=all"
-    configure "$asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-        "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+    configure_asan "$asan" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
     build_unit_tests "$asan"
     build "$asan" test_abi_prefixed abi_fatal_prefixed rel_fuzz_abi rel_fuzz_replay rel_concurrency
     export ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:check_initialization_order=1
@@ -115,25 +137,53 @@ stage_asan() {
 }
 
 # ---- fuzz: libFuzzer, time-bounded, in the background -------------------------------------
+# fuzz_preset_log <name>: the log of the fuzzer of preset <name>.
+fuzz_preset_log() {
+    if [ "$1" = default ]; then echo "$prefix/fuzz.log"; else echo "$prefix/fuzz-$1.log"; fi
+}
+# fuzz_binary <binary> <name>: fuzzes for $fuzz_seconds s; new inputs go to fuzz-corpus[-<name>]
+# (kept between local runs; the seed corpus is read-only), a failing input to
+# fuzz-artifacts/[<name>-]crash-....
+fuzz_binary() {
+    local binary="$1" name="$2" suffix=""
+    [ "$name" = default ] || suffix="-$name"
+    mkdir -p "$prefix/fuzz-corpus$suffix" "$prefix/fuzz-artifacts"
+    ASAN_OPTIONS=detect_leaks=1 "$binary" \
+        -max_total_time="$fuzz_seconds" -timeout=30 -max_len=4096 -rss_limit_mb=4096 \
+        -print_final_stats=1 -artifact_prefix="$prefix/fuzz-artifacts/${suffix#-}${suffix:+-}" \
+        "$prefix/fuzz-corpus$suffix" "$rel/corpus" >"$(fuzz_preset_log "$name")" 2>&1
+}
+# fuzz_all: default, then the rotating preset in its own ASan tree (built while the other
+# stages run); fails if either fuzzer failed or the second could not be built.
+fuzz_all() {
+    local rc=0 dir="$prefix/asan-$fuzz_preset" log
+    fuzz_binary "$asan/tests/reliability/rel_fuzz_abi" default || rc=1
+    [ "$fuzz_preset" = off ] && return "$rc"
+    log="$(fuzz_preset_log "$fuzz_preset")"
+    if ! { configure_asan "$dir" "-DSTARMALLOC_HARDENING=$fuzz_preset" &&
+        build "$dir" rel_fuzz_abi; } >"$log" 2>&1; then
+        echo "fuzz: the ASan build of preset $fuzz_preset failed" >>"$log"
+        return 1
+    fi
+    fuzz_binary "$dir/tests/reliability/rel_fuzz_abi" "$fuzz_preset" || rc=1
+    return "$rc"
+}
 fuzz_pid=""
-fuzz_log="$prefix/fuzz.log"
 start_fuzz() {
     if [ ! -x "$asan/tests/reliability/rel_fuzz_abi" ]; then
-        echo "fuzz: no fuzzer binary (the asan stage failed to build it)" >"$fuzz_log"
+        echo "fuzz: no fuzzer binary (the asan stage failed to build it)" >"$(fuzz_preset_log default)"
         fuzz_pid=none
         return
     fi
-    mkdir -p "$prefix/fuzz-corpus" "$prefix/fuzz-artifacts"
-    # New inputs go to fuzz-corpus (kept between local runs); the seed corpus is read-only.
-    ASAN_OPTIONS=detect_leaks=1 "$asan/tests/reliability/rel_fuzz_abi" \
-        -max_total_time="$fuzz_seconds" -timeout=30 -max_len=4096 -rss_limit_mb=4096 \
-        -print_final_stats=1 -artifact_prefix="$prefix/fuzz-artifacts/" \
-        "$prefix/fuzz-corpus" "$rel/corpus" >"$fuzz_log" 2>&1 &
+    fuzz_all &
     fuzz_pid=$!
-    echo "fuzz: running for $fuzz_seconds s in the background (pid $fuzz_pid, log $fuzz_log)"
+    local presets="default and $fuzz_preset"
+    [ "$fuzz_preset" = off ] && presets=default
+    echo "fuzz: preset(s) $presets, $fuzz_seconds s each, in the background (pid $fuzz_pid," \
+        "logs $prefix/fuzz*.log)"
 }
-# The fuzzer is a child of the main shell, so it is waited for there (run_stage's subshell
-# cannot); this stage only reports.
+# The fuzzers run in a child of the main shell, so they are waited for there (run_stage's
+# subshell cannot); this stage only reports.
 fuzz_rc=0
 wait_fuzz() {
     [[ -n "$fuzz_pid" && "$fuzz_pid" != none ]] || return 0
@@ -141,13 +191,25 @@ wait_fuzz() {
 }
 stage_fuzz_report() {
     if [ "$fuzz_pid" = none ]; then
-        cat "$fuzz_log"
+        cat "$(fuzz_preset_log default)"
         return 1
     fi
-    grep -E "^(Done|stat::)|ERROR|SUMMARY|FAIL|failing input|Test unit written" "$fuzz_log" || true
+    local name log
+    for name in default "$fuzz_preset"; do
+        [ "$name" = off ] && continue
+        log="$(fuzz_preset_log "$name")"
+        echo "fuzz: preset $name"
+        grep -E "^(Done|stat::)|ERROR|SUMMARY|FAIL|failing input|Test unit written|fuzz: " "$log" ||
+            true
+    done
     if ((fuzz_rc != 0)); then
-        tail -n 60 "$fuzz_log"
-        echo "fuzz: the harness found a divergence or crash; the input is in $prefix/fuzz-artifacts"
+        for name in default "$fuzz_preset"; do
+            [ "$name" = off ] && continue
+            echo "---- $(fuzz_preset_log "$name") (end)"
+            tail -n 60 "$(fuzz_preset_log "$name")"
+        done
+        echo "fuzz: the harness found a divergence or crash, or a build failed; inputs are in" \
+            "$prefix/fuzz-artifacts"
         return 1
     fi
 }

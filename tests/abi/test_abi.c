@@ -227,24 +227,40 @@ static size_t resident_pages_of(const void *p, size_t bytes)
     return n;
 }
 
-/* Rounds of `count` large objects of `size` bytes, live together, each written at its first
- * byte only or whole, then freed: more objects than StarMalloc keeps freed mappings (32), so
- * that some are new each round. */
-static void large_rounds(size_t size, bool whole)
+/* Rounds of 40 large objects of `size` bytes, live together, each written whole, then
+ * freed: more objects than StarMalloc keeps freed mappings (32), so that some are new each
+ * round. */
+static void large_rounds_written_whole(size_t size)
 {
     enum { ROUNDS = 3, COUNT = 40 };
     char *p[COUNT];
     for (int r = 0; r < ROUNDS; r++) {
         for (int i = 0; i < COUNT; i++) {
             p[i] = checked_malloc(size);
-            if (whole)
-                memset(p[i], 1, size);
-            else
-                p[i][0] = 1;
+            memset(p[i], 1, size);
         }
         for (int i = 0; i < COUNT; i++)
             ABI(free)(p[i]);
     }
+}
+
+/* Makes StarMalloc see large objects used for one page each, whatever it saw before: 128 new
+ * objects live together (no freed mapping to reuse after the trim), freed. While objects are
+ * populated only one in 32 is left lazy and measured at its free: four of them bring the
+ * average from "written whole" well below the populating threshold. */
+static void forget_objects_written_whole(void)
+{
+    enum { COUNT = 128 };
+    const size_t size = 256 << 10;
+    char *p[COUNT];
+    starmalloc_trim(0);
+    for (int i = 0; i < COUNT; i++) {
+        p[i] = checked_malloc(size);
+        p[i][0] = 1;
+    }
+    for (int i = 0; i < COUNT; i++)
+        ABI(free)(p[i]);
+    starmalloc_trim(0);
 }
 
 /* Large objects come with their small pages populated only while the program is seen to
@@ -258,8 +274,7 @@ static void large_pages_follow_what_the_program_writes(void **state)
     (void)state;
     const size_t size = 1 * MiB; /* below 2 MiB: no transparent huge page */
     const size_t pages = size / page_size();
-    large_rounds(size, false);
-    starmalloc_trim(0);
+    forget_objects_written_whole();
     char *sparse = checked_malloc(size);
     assert_int_equal((uintptr_t)sparse % page_size(), 0);
     size_t resident = resident_pages_of(sparse, size);
@@ -269,7 +284,7 @@ static void large_pages_follow_what_the_program_writes(void **state)
                  size, resident, pages);
     ABI(free)(sparse);
 
-    large_rounds(size, true);
+    large_rounds_written_whole(size);
     char *a = checked_malloc(size);
     char *b = checked_malloc(size);
     size_t resident_a = resident_pages_of(a, size), resident_b = resident_pages_of(b, size);
@@ -279,6 +294,37 @@ static void large_pages_follow_what_the_program_writes(void **state)
                  size, resident_a, resident_b, pages);
     ABI(free)(a);
     ABI(free)(b);
+}
+
+/* A freed mapping reused with the pages it kept (presets without large quarantine) is
+ * resident whole whatever the new object's user writes: its free must not count as an object
+ * written whole. After one object written whole and then reused a hundred times for one page
+ * each, two new objects (the kept mapping is taken by a third) have no pages populated. In
+ * presets with large quarantine the reused mapping has no pages: the same holds. */
+static void kept_pages_do_not_count_as_written(void **state)
+{
+    (void)state;
+    const size_t size = 1 * MiB; /* below 2 MiB: no transparent huge page */
+    forget_objects_written_whole();
+    char *whole = checked_malloc(size);
+    memset(whole, 1, size);
+    ABI(free)(whole); /* kept with its pages, where freed objects keep them */
+    for (int i = 0; i < 100; i++) {
+        char *p = checked_malloc(size);
+        p[0] = 1;
+        ABI(free)(p);
+    }
+    char *reused = checked_malloc(size);
+    char *b = checked_malloc(size);
+    char *c = checked_malloc(size);
+    size_t resident_b = resident_pages_of(b, size), resident_c = resident_pages_of(c, size);
+    if (resident_b > 0 || resident_c > 0)
+        fail_msg("after one object written whole, then reused for one page at a time, two new "
+                 "%zu-byte objects have %zu and %zu of %zu pages resident",
+                 size, resident_b, resident_c, size / page_size());
+    ABI(free)(reused);
+    ABI(free)(b);
+    ABI(free)(c);
 }
 
 /* With transparent huge pages (STARMALLOC_LARGE_HUGE_PAGES, and usable here), a large object
@@ -295,7 +341,7 @@ static void large_objects_written_whole_fill_their_huge_pages(void **state)
     bool rounds = SM_LARGE_HUGE_PAGES && thp_usable();
     const size_t size = 3 * MiB + MiB / 2, rounded = 4 * MiB, unrounded = 2 * MiB + MiB / 2;
     starmalloc_trim(0); /* no freed mapping to reuse whole, whatever its size */
-    large_rounds(MiB, true);
+    large_rounds_written_whole(MiB);
     char *a = checked_malloc(size);
     char *b = checked_malloc(size);
     char *c = checked_malloc(unrounded);
@@ -313,8 +359,7 @@ static void large_objects_written_whole_fill_their_huge_pages(void **state)
     ABI(free)(b);
     ABI(free)(c);
 
-    large_rounds(MiB, false);
-    starmalloc_trim(0);
+    forget_objects_written_whole();
     char *d = checked_malloc(size);
     assert_int_equal(ABI(malloc_usable_size)(d), size);
     ABI(free)(d);
@@ -347,8 +392,7 @@ static void realloc_growth_ends_on_a_huge_page(void **state)
 {
     (void)state;
     bool rounds = SM_LARGE_HUGE_PAGES && thp_usable();
-    large_rounds(MiB, false);
-    starmalloc_trim(0);
+    forget_objects_written_whole();
     char *p = checked_malloc(2 * MiB);
     memset(p, 5, 2 * MiB);
     p = grow_checked(p, 2 * MiB, 2 * MiB + 4 * KiB, 2 * MiB + 4 * KiB);
@@ -374,7 +418,7 @@ static void reused_mapping_holds_at_most_twice_the_request(void **state)
     (void)state;
     const size_t kept = 12 * MiB, size = 5943432;
     starmalloc_trim(0);
-    large_rounds(MiB, true);
+    large_rounds_written_whole(MiB);
     char *old[2];
     for (int i = 0; i < 2; i++) {
         old[i] = checked_malloc(kept);
@@ -464,7 +508,7 @@ static void large_growth_follows_what_the_program_writes(void **state)
     (void)state;
     const size_t size = 256 * KiB;
     size_t before = 0, after = 0;
-    large_rounds(MiB, true);
+    large_rounds_written_whole(MiB);
     bool ahead = false;
     for (int i = 0; i < 2 && !ahead; i++) {
         bool resident = large_growth_in_place(size, &before, &after);
@@ -476,8 +520,7 @@ static void large_growth_follows_what_the_program_writes(void **state)
                  "bytes (%s populated expected)",
                  before, after, SM_LARGE_QUARANTINE != 0 ? "an eighth more" : "one page");
 
-    large_rounds(MiB, false);
-    starmalloc_trim(0);
+    forget_objects_written_whole();
     bool resident = large_growth_in_place(size, &before, &after);
     if (after != before + page_size() || resident)
         fail_msg("after objects used for one page, a %zu-byte large object grew in place to %zu "
@@ -495,8 +538,7 @@ static void large_move_takes_the_pages_along(void **state)
 {
     (void)state;
     const size_t size = 3 * MiB + 4 * KiB, larger = 16 * MiB, slack = 16;
-    large_rounds(MiB, false);
-    starmalloc_trim(0);
+    forget_objects_written_whole();
     char *p = checked_malloc(size);
     char *moved = ABI(realloc)(p, larger);
     assert_non_null(moved);
@@ -518,7 +560,7 @@ static void large_growth_populates_no_huge_buffer(void **state)
     (void)state;
     const size_t small = 64 * KiB, size = 40 * MiB, larger = 64 * MiB;
     const size_t added = (larger - size) / page_size(), slack = 2 * MiB / page_size();
-    large_rounds(MiB, true);
+    large_rounds_written_whole(MiB);
     for (int i = 0; i < 2; i++) {
         char *p = ABI(realloc)(checked_malloc(small), size);
         assert_non_null(p);
@@ -912,8 +954,7 @@ static void realloc_shrinks_large_blocks_in_place(void **state)
 {
     (void)state;
     const size_t size = 8 * MiB + 5 * KiB, smaller = MiB + 3;
-    large_rounds(MiB, false); /* nothing populated: what is resident was written or copied */
-    starmalloc_trim(0);
+    forget_objects_written_whole(); /* nothing populated: what is resident was written or copied */
     char *p = checked_malloc(size);
     fill(p, size, 9);
     char *q = ABI(realloc)(p, smaller);
@@ -1459,6 +1500,7 @@ int main(void)
         cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(trim_gives_back_freed_large_pages),
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
+        cmocka_unit_test(kept_pages_do_not_count_as_written),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),
         cmocka_unit_test(realloc_growth_ends_on_a_huge_page),
         cmocka_unit_test(reused_mapping_holds_at_most_twice_the_request),

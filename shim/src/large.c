@@ -430,13 +430,12 @@ static unsigned written_share;
 static unsigned populate_decisions;
 
 /* Notes how much of the small pages of the freed object `entry` were resident, unless their
- * residency says nothing of what the program wrote: StarMalloc populated them, or they are
- * pages a freed object kept, which earlier objects wrote (and the last sample is then at
- * least as recent as the reuse: no probe is needed). Objects without small pages, or with
- * more than COMMITTED_OBJECT_BYTES_MAX (never populated), are not measured either. One
- * mincore call per 2 MiB: about 2 us on the reference VM, which was 50 times the rest of a
- * malloc + free pair of 256 KiB in preset none when every reuse of a kept mapping was
- * measured. */
+ * residency says nothing of what the program wrote into this object: StarMalloc populated
+ * them, or they are pages a freed object kept, which earlier objects wrote. Objects without
+ * small pages, or with more than COMMITTED_OBJECT_BYTES_MAX (never populated), are not
+ * measured either. One mincore call per 2 MiB: about 2 us on the reference VM, which was 50
+ * times the rest of a malloc + free pair of 256 KiB in preset none when every reuse of a kept
+ * mapping was measured. */
 static void note_written_share(const struct sm_avl_entry *entry)
 {
     size_t huge = huge_bytes(entry->addr, entry->size);

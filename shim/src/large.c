@@ -30,7 +30,6 @@ struct held_object {
     uintptr_t map_addr;
     size_t map_size;
     bool committed; /* its small pages are kept (kept_bytes; else decommitted, PROT_NONE) */
-    unsigned flags; /* the freed object's sm_avl_entry.flags */
 };
 
 /* Page faults dominate the reuse of a decommitted object: 9 to 10 us per 4 KiB page on the
@@ -666,8 +665,7 @@ void sm_large_free(void *p)
     sm_lock_release(&large.lock);
     release_growth_room(&entry);
     note_written_share(&entry);
-    struct held_object object = {entry.addr,     entry.size, entry.map_addr,
-                                 entry.map_size, false,      entry.flags};
+    struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
     /* Still mapped until here, so no other object can have been given this address. */
     if (may_keep_pages && keep_pages(&object)) {
         object.committed = true;

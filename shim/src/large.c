@@ -29,30 +29,32 @@ struct held_object {
     size_t size;
     uintptr_t map_addr;
     size_t map_size;
-    bool committed; /* its small pages are kept (kept_bytes; else decommitted, PROT_NONE) */
+    bool committed; /* its small pages are kept (kept_bytes), PROT_NONE with large quarantine;
+                     * else decommitted, PROT_NONE */
 };
 
-/* Page faults dominate the reuse of a decommitted object: 9 to 10 us per 4 KiB page on the
- * reference VM, far more than zeroing the page. Two ways avoid them:
- * - Without large quarantine (presets none, light), a freed object keeps its small pages
- *   while a byte budget allows (COMMITTED_HELD_BYTES_MAX): as they are, content and all, in
- *   preset none ("dirty"); zeroed in light, and accessible: light does not promise that a
- *   dangling access traps (nor does it for slots), and on a VM with shadow page tables a page
- *   whose protection changed takes a hidden fault of about 4 us at its next touch, which
- *   made `large` five times slower when kept objects were PROT_NONE.
- * - With large quarantine (default, paranoid), a freed object must trap while it is held, so
- *   it is decommitted and its pages come back in one call when it is reused
- *   (sm_region_populate: about 4 us per page here, like keeping it PROT_NONE would cost, but
- *   the quarantine then holds no memory), as do a new object's, while the program writes
- *   the objects it frees nearly whole (populate_small_pages). On `large` (default,
- *   alternating runs) this took 8.2 s and 90 MB of peak RSS; keeping 64 MiB of zeroed
- *   PROT_NONE pages 10.3 s and 147 MB.
+/* Page faults dominate the reuse of a decommitted object: 2.5 to 3 us per 4 KiB page on this
+ * session's machine (9 to 10 on the seventh session's VM), far more than zeroing the page. So
+ * a freed object keeps its small pages while a byte budget allows (kept_budget_locked):
+ * - without large quarantine (presets none, light), as they are, content and all, in preset
+ *   none ("dirty"); zeroed and accessible in light, which does not promise that a dangling
+ *   access traps (nor does it for slots);
+ * - with large quarantine (default, paranoid), zeroed and PROT_NONE: a dangling access traps
+ *   while the object is held, as it does when decommitted, and a reuse after the quarantine
+ *   makes them read-write again (mprotect, about 0.2 us per page here) instead of faulting
+ *   or populating them afresh. On a VM with shadow page tables (the seventh session's) a page
+ *   whose protection changed takes a hidden fault of about 4 us at its next touch, as much as
+ *   populating it: there this saves no time and costs the budget's RSS.
+ * Objects over the budget are decommitted (PROT_NONE, their pages back to the kernel), and
+ * those the program is expected to write whole get their pages back in one call when reused
+ * (populate_small_pages), as do new objects.
  * Only small pages are kept or populated: the part of an object on transparent huge pages
- * (huge_bytes) goes back to the kernel at once, since a huge page faults in again, zeroed,
- * for less than keeping or populating it costs; except with dirty keeping, which has nothing
- * to zero and keeps the object whole, its huge pages too (huge_bytes is 0 there). */
+ * (huge_bytes) goes back to the kernel at once and faults in again zeroed, in one fault per
+ * 2 MiB: keeping huge pages too would fill the budget with a few objects' worth of RSS
+ * (docs/performance.md has the measure); except with dirty keeping, which has nothing to
+ * zero and keeps the object whole, its huge pages too (huge_bytes is 0 there). */
 enum { KEEP_DIRTY = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE };
-static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)128 << 20; /* without quarantine */
+static const size_t COMMITTED_HELD_BYTES_MAX = (size_t)128 << 20;
 static const size_t COMMITTED_OBJECT_BYTES_MAX = (size_t)16 << 20;
 static const size_t BIG_REQUEST_BYTES = (size_t)1 << 30; /* see beyond_memory */
 
@@ -77,6 +79,7 @@ static struct {
     unsigned retained_count;
     size_t retained_bytes;
     size_t committed_held_bytes; /* pages kept by held and retained objects */
+    size_t live_bytes;           /* usable bytes of the live objects (in the map) */
     struct sm_random rng;        /* random guard sizes */
 } large;
 
@@ -117,6 +120,8 @@ static bool record_insert(const struct sm_avl_entry *entry)
     enum sm_avl_status status = sm_avl_insert(&large.map, entry);
     if (status == SM_AVL_NO_MEMORY && grow_node_pool())
         status = sm_avl_insert(&large.map, entry);
+    if (status == SM_AVL_OK)
+        large.live_bytes += entry->size;
     sm_lock_release(&large.lock);
     return status == SM_AVL_OK;
 }
@@ -280,12 +285,25 @@ static void release_mapping(const struct held_object *object, size_t committed)
     sm_region_unmap((void *)object->map_addr, object->map_size, committed);
 }
 
-/* With the large lock held: reserves budget for a freed object to keep `bytes` bytes of
- * pages; false when it may not (always with large quarantine). */
+/* With the large lock held: reserves budget for an object being freed to keep `bytes` bytes
+ * of pages; false when it may not. Kept pages stay under COMMITTED_HELD_BYTES_MAX and under
+ * KEPT_PER_LIVE times the bytes of live objects, counting this one (its free removes it from
+ * live_bytes after this): a program with few large objects does not get the whole budget
+ * resident (`realloc`, whose 64 buffers reach 256 KiB at most: 23 MB of peak RSS in light,
+ * instead of 27), and one that frees and allocates one buffer in a loop reuses its pages
+ * without large quarantine (with it, the objects that wait in the quarantine hold the
+ * budget: one in 33 of them keeps its pages in preset default). Dirty keeping (preset none)
+ * may keep four times the live bytes: it keeps whole objects, huge pages too, and a reuse
+ * saves all their faults, zeroing included (`large`: 0.8 s with one time the live bytes,
+ * 0.2 s with four, as with the fixed budget alone). */
+enum { KEPT_PER_LIVE = KEEP_DIRTY ? 4 : 1 };
 static bool reserve_committed_locked(size_t bytes)
 {
-    if (SM_LARGE_QUARANTINE != 0 || bytes > COMMITTED_OBJECT_BYTES_MAX ||
-        large.committed_held_bytes + bytes > COMMITTED_HELD_BYTES_MAX)
+    size_t budget = COMMITTED_HELD_BYTES_MAX;
+    if (large.live_bytes < budget / KEPT_PER_LIVE)
+        budget = large.live_bytes * KEPT_PER_LIVE;
+    if (bytes > COMMITTED_OBJECT_BYTES_MAX || large.committed_held_bytes > budget ||
+        bytes > budget - large.committed_held_bytes)
         return false;
     large.committed_held_bytes += bytes;
     return true;
@@ -395,9 +413,30 @@ static size_t release_retained(void)
     return committed;
 }
 
+/* Gives back the pages that quarantined objects kept (they stay PROT_NONE, now empty, as a
+ * decommitted object is); returns how many bytes. The system calls are made under the large
+ * lock, where the held objects cannot leave the quarantine: trim is rare. */
+static size_t decommit_quarantined(void)
+{
+    size_t committed = 0;
+    sm_lock_acquire(&large.lock);
+    for (unsigned i = 0; i < large.held_count; i++) {
+        struct held_object *object = &large.held[(large.held_head + i) % QUARANTINE_ENTRIES];
+        size_t huge = huge_bytes(object->addr, object->size);
+        size_t kept = object->size - huge;
+        if (!object->committed || !sm_region_decommit((void *)(object->addr + huge), kept))
+            continue;
+        object->committed = false;
+        large.committed_held_bytes -= kept;
+        committed += kept;
+    }
+    sm_lock_release(&large.lock);
+    return committed;
+}
+
 size_t sm_large_trim(void)
 {
-    return release_retained(); /* quarantined objects hold no pages */
+    return release_retained() + decommit_quarantined();
 }
 
 /* Between two kept objects that fit: the one with its pages (no faults), then the smaller. */
@@ -495,10 +534,10 @@ static unsigned populate_small_pages(uintptr_t addr, size_t usable, size_t from)
  * at most twice `asked`, so that a mapping reused whole never holds more than twice what was
  * asked, rounding or not. A decommitted one gets its first `usable` bytes committed and
  * populated (the rest of its old object stays PROT_NONE, part of the guard) and is zero; one
- * that kept its pages is reused whole: zero (its huge pages fault in again), or (dirty)
- * content and all. For an object that is `growing` only one that kept its pages will do: a
- * decommitted one would save nothing over a new mapping with room, and would have to move at
- * a later growth. */
+ * that kept its pages is reused whole, made read-write again with large quarantine: zero (its
+ * huge pages fault in again), or (dirty) content and all. For an object that is `growing` only one
+ * that kept its pages will do: a decommitted one would save nothing over a new mapping with room,
+ * and would have to move at a later growth. */
 static bool reuse_mapping(size_t asked, size_t usable, bool whole, bool growing,
                           struct sm_avl_entry *entry, int *zeroed)
 {
@@ -520,6 +559,12 @@ static bool reuse_mapping(size_t asked, size_t usable, bool whole, bool growing,
         large.committed_held_bytes -= kept_bytes(object.addr, object.size);
     sm_lock_release(&large.lock);
     if (object.committed) {
+        /* With large quarantine it was PROT_NONE (keep_pages). */
+        if (SM_LARGE_QUARANTINE != 0 &&
+            !sm_region_protect_read_write((void *)object.addr, object.size)) {
+            release_mapping(&object, kept_bytes(object.addr, object.size));
+            return false;
+        }
         sm_region_reuse_purged(huge_bytes(object.addr, object.size));
         /* The pages the last object had are still resident: they would read as written by
          * this one when it is freed. */
@@ -628,18 +673,20 @@ static void quarantine_hold(const struct held_object *object)
 }
 
 /* Readies a freed object, within the budget, for reuse with its pages: its small pages are
- * kept, zeroed unless dirty keeping, its huge pages go back to the kernel (huge_bytes).
- * False (nothing changed) when the kernel refuses to take them (locked memory, mlockall):
- * the object is then decommitted instead, so that kept objects never hold huge pages that
- * the budget and the committed count do not see. */
+ * kept, zeroed unless dirty keeping, the whole object is made PROT_NONE with large
+ * quarantine, and its huge pages go back to the kernel (huge_bytes). False when the kernel
+ * refuses the protection (vm.max_map_count) or to take the huge pages (locked memory,
+ * mlockall): the object is then decommitted instead (the count of committed bytes is
+ * unchanged so far), so that kept objects never hold huge pages that the budget and the
+ * committed count do not see. */
 static bool keep_pages(const struct held_object *object)
 {
     size_t huge = huge_bytes(object->addr, object->size);
-    if (huge && !sm_region_purge((void *)object->addr, huge))
-        return false;
     if (!KEEP_DIRTY)
         sm_harden_zero_freed_large((void *)(object->addr + huge), object->size - huge);
-    return true;
+    if (SM_LARGE_QUARANTINE != 0 && !sm_region_protect_none((void *)object->addr, object->size))
+        return false;
+    return huge == 0 || sm_region_purge((void *)object->addr, huge);
 }
 
 static void hold_freed(const struct held_object *object)
@@ -662,6 +709,7 @@ void sm_large_free(void *p)
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     /* In the same critical section as the removal. */
     bool may_keep_pages = reserve_committed_locked(kept_bytes(entry.addr, entry.size));
+    large.live_bytes -= entry.size;
     sm_lock_release(&large.lock);
     release_growth_room(&entry);
     note_written_share(&entry);
@@ -692,6 +740,7 @@ static void record_resize(void *p, size_t usable, unsigned flags)
     sm_lock_acquire(&large.lock);
     struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
     if (entry) {
+        large.live_bytes = large.live_bytes - entry->size + usable;
         entry->size = usable;
         entry->flags |= flags;
     }
@@ -766,6 +815,7 @@ static void *grow_by_moving(const struct sm_avl_entry *old, size_t usable)
         /* The removal frees a node, so the insertion cannot run out of memory. */
         sm_avl_remove(&large.map, old->addr, NULL);
         sm_avl_insert(&large.map, &moved);
+        large.live_bytes += usable - old->size;
         large.freed[large.freed_next++ % FREED_RING] = old->addr;
     }
     sm_lock_release(&large.lock);

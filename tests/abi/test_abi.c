@@ -177,18 +177,17 @@ static void large_objects_ask_for_huge_pages(void **state)
         print_message("no transparent huge pages here: only the alignment is checked\n");
 }
 
-/* Without large quarantine, a freed large object keeps its small pages, so that reusing it
- * faults in none (zeroed, or as it was in preset none), while a byte budget allows, and trim
- * gives them back; where it was on transparent huge pages and is zeroed on free, its huge
- * pages go back at once (they fault in again cheaply). With large quarantine, it gives all
- * its pages back at once (the quarantine holds none). */
+/* A freed large object keeps its small pages, so that reusing it faults in none (zeroed,
+ * PROT_NONE while large quarantine holds it, or as it was in preset none), while a byte
+ * budget allows, and trim gives them back, from kept and quarantined objects alike; where it
+ * was on transparent huge pages and is zeroed on free, its huge pages go back at once. */
 static void trim_gives_back_freed_large_pages(void **state)
 {
     (void)state;
     /* Not rounded up to whole huge pages (that would add more than a quarter of 4 MiB). */
     const size_t huge_part = 2 * MiB, small_part = 768 * KiB, size = huge_part + small_part;
     bool huge_back = SM_LARGE_HUGE_PAGES && SM_ZERO_ON_FREE && thp_usable();
-    size_t back_at_free = SM_LARGE_QUARANTINE ? size : huge_back ? huge_part : 0;
+    size_t back_at_free = huge_back ? huge_part : 0;
     starmalloc_trim(0); /* earlier tests' freed objects out of the budget */
     char *p = checked_malloc(size);
     fill(p, size, 3);
@@ -201,13 +200,47 @@ static void trim_gives_back_freed_large_pages(void **state)
     if (dropped > back_at_free + small_part / 2 || dropped + small_part / 2 < back_at_free)
         fail_msg("freeing a %zu-byte large object gave back %zu bytes, expected %zu", size, dropped,
                  back_at_free);
-    if (back_at_free == size)
-        return;
     assert_int_equal(starmalloc_trim(0), 1);
     starmalloc_stats_get(&trimmed);
     if (trimmed.committed_bytes + (size - back_at_free) > freed.committed_bytes)
         fail_msg("trim kept the pages of a freed %zu-byte large object (committed %zu -> %zu)",
                  size, freed.committed_bytes, trimmed.committed_bytes);
+}
+
+/* Freed large objects keep at most as many bytes of pages as are live, counting the object
+ * being freed (four times as many with dirty keeping, preset none): of eight 1 MiB objects
+ * freed one after the other with no other live large object, the first four keep their
+ * pages (live 8, 7, 6, 5 MiB as each is freed; none: the first seven) and the others give
+ * theirs back. Other live large objects (`before.large_bytes`) raise the bound. */
+static void freed_large_pages_stay_under_live_bytes(void **state)
+{
+    (void)state;
+    enum { COUNT = 8 };
+    const size_t per_live = !SM_ZERO_ON_FREE && !SM_LARGE_QUARANTINE ? 4 : 1;
+    starmalloc_trim(0); /* earlier tests' freed objects out of the budget */
+    struct starmalloc_stats before, live, freed;
+    starmalloc_stats_get(&before);
+    char *objects[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        objects[i] = checked_malloc(MiB);
+        fill(objects[i], MiB, (unsigned)i);
+    }
+    starmalloc_stats_get(&live);
+    size_t expected = 0;
+    for (int i = 0; i < COUNT; i++) {
+        if (expected + MiB <= per_live * (before.large_bytes + (size_t)(COUNT - i) * MiB))
+            expected += MiB;
+        ABI(free)(objects[i]);
+    }
+    starmalloc_stats_get(&freed);
+    assert_true(freed.committed_bytes <= live.committed_bytes);
+    size_t dropped = live.committed_bytes - freed.committed_bytes;
+    size_t kept = dropped < COUNT * MiB ? COUNT * MiB - dropped : 0;
+    if (kept + MiB / 2 < expected || kept > expected + MiB / 2)
+        fail_msg("eight freed 1 MiB objects kept %zu bytes of pages (other live large objects: "
+                 "%zu bytes); expected %zu",
+                 kept, before.large_bytes, expected);
+    starmalloc_trim(0);
 }
 
 /* Pages of [p, p + bytes) (page-aligned p) that are resident, by mincore. */
@@ -1499,6 +1532,7 @@ int main(void)
         cmocka_unit_test(malloc_large_sizes),
         cmocka_unit_test(large_objects_ask_for_huge_pages),
         cmocka_unit_test(trim_gives_back_freed_large_pages),
+        cmocka_unit_test(freed_large_pages_stay_under_live_bytes),
         cmocka_unit_test(large_pages_follow_what_the_program_writes),
         cmocka_unit_test(kept_pages_do_not_count_as_written),
         cmocka_unit_test(large_objects_written_whole_fill_their_huge_pages),

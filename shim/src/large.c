@@ -33,9 +33,9 @@ struct held_object {
                      * else decommitted, PROT_NONE */
 };
 
-/* Page faults dominate the reuse of a decommitted object: 2.5 to 3 us per 4 KiB page on this
- * session's machine (9 to 10 on the seventh session's VM), far more than zeroing the page. So
- * a freed object keeps its small pages while a byte budget allows (kept_budget_locked):
+/* Page faults dominate the reuse of a decommitted object: 2.5 to 3 us per 4 KiB page on the
+ * sixteenth session's machine (9 to 10 on the seventh's VM), far more than zeroing the page. So
+ * a freed object keeps its small pages while a byte budget allows (reserve_committed_locked):
  * - without large quarantine (presets none, light), as they are, content and all, in preset
  *   none ("dirty"); zeroed and accessible in light, which does not promise that a dangling
  *   access traps (nor does it for slots);

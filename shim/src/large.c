@@ -80,6 +80,7 @@ static struct {
     size_t retained_bytes;
     size_t committed_held_bytes; /* pages kept by held and retained objects */
     size_t live_bytes;           /* usable bytes of the live objects (in the map) */
+    size_t live_peak_bytes;      /* the most live_bytes has been since the last trim */
     struct sm_random rng;        /* random guard sizes */
 } large;
 
@@ -114,6 +115,15 @@ static bool grow_node_pool(void)
     return true;
 }
 
+/* The usable bytes of a live object went from `from` to `to`: 0 for one that is new or
+ * freed (the large lock is held). */
+static void note_live_locked(size_t from, size_t to)
+{
+    large.live_bytes = large.live_bytes - from + to;
+    if (large.live_bytes > large.live_peak_bytes)
+        large.live_peak_bytes = large.live_bytes;
+}
+
 static bool record_insert(const struct sm_avl_entry *entry)
 {
     sm_lock_acquire(&large.lock);
@@ -121,7 +131,7 @@ static bool record_insert(const struct sm_avl_entry *entry)
     if (status == SM_AVL_NO_MEMORY && grow_node_pool())
         status = sm_avl_insert(&large.map, entry);
     if (status == SM_AVL_OK)
-        large.live_bytes += entry->size;
+        note_live_locked(0, entry->size);
     sm_lock_release(&large.lock);
     return status == SM_AVL_OK;
 }
@@ -285,26 +295,62 @@ static void release_mapping(const struct held_object *object, size_t committed)
     sm_region_unmap((void *)object->map_addr, object->map_size, committed);
 }
 
+enum { KEPT_PER_LIVE = KEEP_DIRTY ? 4 : 1 }; /* see reserve_committed_locked */
+
+/* Kept mappings that a free took out of the pool to make room in the budget for its own
+ * pages (reserve_committed_locked). */
+struct evicted_mappings {
+    struct held_object objects[RETAINED_ENTRIES];
+    unsigned count;
+};
+
+static struct held_object take_retained(unsigned i);
+
+/* The pages that kept mappings hold and a free may take back for its own (the large lock is
+ * held): those of every kept mapping without large quarantine, none with it. */
+static size_t evictable_bytes_locked(void)
+{
+    size_t bytes = 0;
+    for (unsigned i = 0; SM_LARGE_QUARANTINE == 0 && i < large.retained_count; i++)
+        if (large.retained[i].committed)
+            bytes += kept_bytes(large.retained[i].addr, large.retained[i].size);
+    return bytes;
+}
+
 /* With the large lock held: reserves budget for an object being freed to keep `bytes` bytes
  * of pages; false when it may not. Kept pages stay under COMMITTED_HELD_BYTES_MAX and under
- * KEPT_PER_LIVE times the bytes of live objects, counting this one (its free removes it from
- * live_bytes after this): a program with few large objects does not get the whole budget
- * resident (`realloc`, whose 64 buffers reach 256 KiB at most: 23 MB of peak RSS in light,
- * instead of 27), and one that frees and allocates one buffer in a loop reuses its pages
- * without large quarantine (with it, the objects that wait in the quarantine hold the
- * budget: one in 33 of them keeps its pages in preset default). Dirty keeping (preset none)
- * may keep four times the live bytes: it keeps whole objects, huge pages too, and a reuse
- * saves all their faults, zeroing included (`large`: 0.8 s with one time the live bytes,
- * 0.2 s with four, as with the fixed budget alone). */
-enum { KEPT_PER_LIVE = KEEP_DIRTY ? 4 : 1 };
-static bool reserve_committed_locked(size_t bytes)
+ * KEPT_PER_LIVE times the most bytes the program has had in live objects at once since the
+ * last trim (live_peak_bytes, which counts the object being freed): a program with few large
+ * objects does not get the whole budget resident (`realloc`, whose 64 buffers reach 256 KiB
+ * at most: 23 MB of peak RSS in light, instead of 27), and one that frees all its buffers
+ * and allocates them again keeps them all. Without large quarantine the oldest kept
+ * mappings with pages give way to the object being freed, the likeliest to be reused next
+ * (they go into *evicted, for the caller to unmap once the lock is released): a program
+ * whose sizes moved on (256 KiB buffers, then 1 MiB ones) would else keep the old ones'
+ * pages and fault the new ones' in at every reuse. With large quarantine the freed object
+ * waits out the quarantine while a kept mapping may be reused at once, so nothing gives way
+ * (and the objects in the quarantine hold the budget: when one buffer is freed and
+ * allocated in a loop, one in 33 of them keeps its pages in preset default). Dirty keeping
+ * (preset none) may keep four times the bytes: it keeps whole objects, huge pages too, and a
+ * reuse saves all their faults, zeroing included (`large`: 0.8 s with one time the live
+ * bytes, 0.2 s with four, as with the fixed budget alone). */
+static bool reserve_committed_locked(size_t bytes, struct evicted_mappings *evicted)
 {
     size_t budget = COMMITTED_HELD_BYTES_MAX;
-    if (large.live_bytes < budget / KEPT_PER_LIVE)
-        budget = large.live_bytes * KEPT_PER_LIVE;
-    if (bytes > COMMITTED_OBJECT_BYTES_MAX || large.committed_held_bytes > budget ||
-        bytes > budget - large.committed_held_bytes)
+    if (large.live_peak_bytes < budget / KEPT_PER_LIVE)
+        budget = large.live_peak_bytes * KEPT_PER_LIVE;
+    if (bytes > COMMITTED_OBJECT_BYTES_MAX || bytes > budget ||
+        large.committed_held_bytes - evictable_bytes_locked() > budget - bytes)
         return false;
+    for (unsigned i = 0; i < large.retained_count && large.committed_held_bytes > budget - bytes;) {
+        if (!large.retained[i].committed) {
+            i++;
+            continue;
+        }
+        struct held_object old = take_retained(i);
+        large.committed_held_bytes -= kept_bytes(old.addr, old.size);
+        evicted->objects[evicted->count++] = old;
+    }
     large.committed_held_bytes += bytes;
     return true;
 }
@@ -436,6 +482,9 @@ static size_t decommit_quarantined(void)
 
 size_t sm_large_trim(void)
 {
+    sm_lock_acquire(&large.lock);
+    large.live_peak_bytes = large.live_bytes; /* the budget follows the program from here */
+    sm_lock_release(&large.lock);
     return release_retained() + decommit_quarantined();
 }
 
@@ -708,9 +757,13 @@ void sm_large_free(void *p)
     }
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     /* In the same critical section as the removal. */
-    bool may_keep_pages = reserve_committed_locked(kept_bytes(entry.addr, entry.size));
-    large.live_bytes -= entry.size;
+    struct evicted_mappings evicted = {.count = 0};
+    bool may_keep_pages = reserve_committed_locked(kept_bytes(entry.addr, entry.size), &evicted);
+    note_live_locked(entry.size, 0);
     sm_lock_release(&large.lock);
+    for (unsigned i = 0; i < evicted.count; i++)
+        release_mapping(&evicted.objects[i],
+                        kept_bytes(evicted.objects[i].addr, evicted.objects[i].size));
     release_growth_room(&entry);
     note_written_share(&entry);
     struct held_object object = {entry.addr, entry.size, entry.map_addr, entry.map_size, false};
@@ -740,7 +793,7 @@ static void record_resize(void *p, size_t usable, unsigned flags)
     sm_lock_acquire(&large.lock);
     struct sm_avl_entry *entry = sm_avl_find(&large.map, (uintptr_t)p);
     if (entry) {
-        large.live_bytes = large.live_bytes - entry->size + usable;
+        note_live_locked(entry->size, usable);
         entry->size = usable;
         entry->flags |= flags;
     }
@@ -815,7 +868,7 @@ static void *grow_by_moving(const struct sm_avl_entry *old, size_t usable)
         /* The removal frees a node, so the insertion cannot run out of memory. */
         sm_avl_remove(&large.map, old->addr, NULL);
         sm_avl_insert(&large.map, &moved);
-        large.live_bytes += usable - old->size;
+        note_live_locked(old->size, usable);
         large.freed[large.freed_next++ % FREED_RING] = old->addr;
     }
     sm_lock_release(&large.lock);

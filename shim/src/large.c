@@ -757,7 +757,8 @@ void sm_large_free(void *p)
     }
     large.freed[large.freed_next++ % FREED_RING] = entry.addr;
     /* In the same critical section as the removal. */
-    struct evicted_mappings evicted = {.count = 0};
+    struct evicted_mappings evicted; /* only count is initialised: objects fill up to it */
+    evicted.count = 0;
     bool may_keep_pages = reserve_committed_locked(kept_bytes(entry.addr, entry.size), &evicted);
     note_live_locked(entry.size, 0);
     sm_lock_release(&large.lock);

@@ -83,7 +83,9 @@ struct starmalloc_stats {
                                      slabs committed ahead of use, out-of-band metadata */
     size_t large_objects;         /* live large objects (each its own mapping) */
     size_t large_bytes;           /* their usable bytes (whole pages, all committed) */
-    size_t committed_bytes;       /* all memory StarMalloc has made readable and writable */
+    size_t committed_bytes;       /* all memory StarMalloc has committed: made readable and
+                                     writable, or kept with its pages (inaccessible in the
+                                     large quarantine) for reuse */
     size_t peak_committed_bytes;  /* the most committed_bytes has been */
     size_t guard_failures;        /* guard pages or protections the kernel refused */
 };

@@ -38,7 +38,8 @@ void *sm_large_alloc(size_t size, size_t align, int *zeroed);
  * its pages. */
 void *sm_large_alloc_growing(size_t size, int *zeroed);
 /* Unmaps the freed mappings kept for reuse and decommits the pages of quarantined objects;
- * returns the bytes of memory that gave back. */
+ * the budget of kept pages then restarts from the bytes of the live large objects. Returns
+ * the bytes of memory that gave back. */
 size_t sm_large_trim(void);
 void sm_large_free(void *p);
 /* 0 when p is not a live large object; *freed tells whether p was freed recently. */

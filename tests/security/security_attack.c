@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <starmalloc.h>
 
@@ -635,12 +636,12 @@ static void scenario_large_guard_underflow(void)
     large_guard(false);
 }
 
-/* Pages of [p, p + bytes) (page-aligned p, at most 4 MiB) that are resident, by mincore,
- * which answers for inaccessible ranges too. */
+/* Kernel pages of [p, p + bytes) (page-aligned p, at most 1024 pages) that are resident, by
+ * mincore, which answers for inaccessible ranges too. */
 static size_t resident_pages(const void *p, size_t bytes)
 {
     unsigned char vec[1024];
-    size_t pages = bytes / 4096;
+    size_t pages = bytes / (size_t)sysconf(_SC_PAGESIZE);
     if (pages > sizeof vec || mincore((void *)(uintptr_t)p, bytes, vec) != 0)
         broken("mincore failed on %zu bytes at %p", bytes, p);
     size_t resident = 0;
@@ -652,8 +653,8 @@ static size_t resident_pages(const void *p, size_t bytes)
 /* free(p) of a large object, then a new allocation of the same size, then an access through
  * the stale pointer. With large quarantine the mapping is held PROT_NONE (so the new object
  * is elsewhere) and the access faults; without it the address may be reused at once. The
- * quarantined object keeps its pages (zeroed; the program's live large objects allow it),
- * which is the case checked: a decommitted one traps the same way. */
+ * quarantined object keeps its pages (zeroed; it is all the program has had live, which
+ * the budget of kept pages allows), the case checked: a decommitted one traps the same way. */
 static void large_use_after_free(bool write)
 {
     const size_t size = MiB;
@@ -672,7 +673,7 @@ static void large_use_after_free(bool write)
             fail("the freed large object gave its pages back: this preset keeps them, "
                  "inaccessible, for a later reuse, the case this test is for");
         note("the freed object kept %zu of its %zu pages, inaccessible", resident_pages(p, size),
-             size / 4096);
+             size / (size_t)sysconf(_SC_PAGESIZE));
         expect_fault_at(stale);
         if (write)
             stale[0] = 'W';

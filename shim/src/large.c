@@ -339,10 +339,13 @@ static bool reserve_committed_locked(size_t bytes, struct evicted_mappings *evic
     size_t budget = COMMITTED_HELD_BYTES_MAX;
     if (large.live_peak_bytes < budget / KEPT_PER_LIVE)
         budget = large.live_peak_bytes * KEPT_PER_LIVE;
-    if (bytes > COMMITTED_OBJECT_BYTES_MAX || bytes > budget ||
-        large.committed_held_bytes - evictable_bytes_locked() > budget - bytes)
+    if (bytes > COMMITTED_OBJECT_BYTES_MAX || bytes > budget)
         return false;
-    for (unsigned i = 0; i < large.retained_count && large.committed_held_bytes > budget - bytes;) {
+    size_t room = budget - bytes; /* for the pages kept already */
+    if (large.committed_held_bytes > room &&
+        large.committed_held_bytes - evictable_bytes_locked() > room)
+        return false;
+    for (unsigned i = 0; i < large.retained_count && large.committed_held_bytes > room;) {
         if (!large.retained[i].committed) {
             i++;
             continue;
@@ -468,9 +471,9 @@ static size_t decommit_quarantined(void)
     sm_lock_acquire(&large.lock);
     for (unsigned i = 0; i < large.held_count; i++) {
         struct held_object *object = &large.held[(large.held_head + i) % QUARANTINE_ENTRIES];
-        size_t huge = huge_bytes(object->addr, object->size);
-        size_t kept = object->size - huge;
-        if (!object->committed || !sm_region_decommit((void *)(object->addr + huge), kept))
+        size_t kept = kept_bytes(object->addr, object->size); /* the small pages, at its end */
+        uintptr_t small = object->addr + object->size - kept;
+        if (!object->committed || !sm_region_decommit((void *)small, kept))
             continue;
         object->committed = false;
         large.committed_held_bytes -= kept;

@@ -29,6 +29,7 @@
 
 #include "abi_select.h"
 #include "opaque.h"
+#include "residency.h"
 #include "vma_flags.h"
 #include "child.h"
 
@@ -246,18 +247,10 @@ static void freed_large_pages_stay_under_peak_live_bytes(void **state)
 /* Pages of [p, p + bytes) (page-aligned p) that are resident, by mincore. */
 static size_t resident_pages_of(const void *p, size_t bytes)
 {
-    unsigned char vec[1024];
-    size_t n = 0;
-    for (size_t done = 0; done < bytes;) {
-        size_t pages = (bytes - done) / page_size();
-        pages = pages < sizeof(vec) ? pages : sizeof(vec);
-        assert_true(pages > 0);
-        assert_int_equal(mincore((void *)((uintptr_t)p + done), pages * page_size(), vec), 0);
-        for (size_t i = 0; i < pages; i++)
-            n += vec[i] & 1u;
-        done += pages * page_size();
-    }
-    return n;
+    assert_int_equal(bytes % page_size(), 0);
+    size_t resident = resident_pages(p, bytes);
+    assert_true(resident != SIZE_MAX);
+    return resident;
 }
 
 /* Rounds of 40 large objects of `size` bytes, live together, each written whole, then

@@ -38,6 +38,7 @@
 #include "starmalloc/sizeclass.h"
 
 #include "opaque.h"
+#include "residency.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -636,20 +637,6 @@ static void scenario_large_guard_underflow(void)
     large_guard(false);
 }
 
-/* Kernel pages of [p, p + bytes) (page-aligned p, at most 1024 pages) that are resident, by
- * mincore, which answers for inaccessible ranges too. */
-static size_t resident_pages(const void *p, size_t bytes)
-{
-    unsigned char vec[1024];
-    size_t pages = bytes / (size_t)sysconf(_SC_PAGESIZE);
-    if (pages > sizeof vec || mincore((void *)(uintptr_t)p, bytes, vec) != 0)
-        broken("mincore failed on %zu bytes at %p", bytes, p);
-    size_t resident = 0;
-    for (size_t i = 0; i < pages; i++)
-        resident += vec[i] & 1u;
-    return resident;
-}
-
 /* free(p) of a large object, then a new allocation of the same size, then an access through
  * the stale pointer. With large quarantine the mapping is held PROT_NONE (so the new object
  * is elsewhere) and the access faults; without it the address may be reused at once. The
@@ -669,10 +656,13 @@ static void large_use_after_free(bool write)
             not_detected("the freed large object's address was handed out again at once: it "
                          "should be held in the large quarantine");
         check_no_guard_failures();
-        if (resident_pages(p, size) == 0)
+        size_t resident = resident_pages(p, size);
+        if (resident == SIZE_MAX)
+            broken("mincore failed on the freed large object at %p", (void *)p);
+        if (resident == 0)
             fail("the freed large object gave its pages back: this preset keeps them, "
                  "inaccessible, for a later reuse, the case this test is for");
-        note("the freed object kept %zu of its %zu pages, inaccessible", resident_pages(p, size),
+        note("the freed object kept %zu of its %zu pages, inaccessible", resident,
              size / (size_t)sysconf(_SC_PAGESIZE));
         expect_fault_at(stale);
         if (write)
